@@ -1,0 +1,1 @@
+"""The YKC wire format: pure Python, no Twisted, no I/O."""

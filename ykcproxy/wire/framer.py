@@ -1,0 +1,146 @@
+"""Incremental frame splitter: bytes in, whole frames and framing errors out.
+
+The framer keeps one buffer.  It looks for the start byte 0x68, reads the
+length byte (4..255), waits until the whole frame is there and checks the
+CRC in either byte order.  Anything that is not a frame is skipped one byte
+at a time, so a frame that follows garbage, a false start or a corrupted
+frame is still found.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from ykcproxy.wire.crc import CrcOrder, crc16
+
+START = 0x68
+MIN_LENGTH = 4
+#: Bytes around the inner part: start, length, and two CRC bytes.
+OVERHEAD = 4
+
+
+@attrs.frozen(slots=True)
+class RawFrame:
+    """One frame as it came off the wire (CRC already checked)."""
+
+    seq: int
+    encrypted: bool
+    code: int
+    body: bytes
+    raw: bytes
+    crc_order: CrcOrder
+
+    @property
+    def length(self) -> int:
+        """The frame's length byte."""
+        return self.raw[1]
+
+
+@attrs.frozen(slots=True)
+class FramingError:
+    """Bytes that were dropped, and why (``kind``: garbage, length, crc)."""
+
+    kind: str
+    data: bytes
+    detail: str = ""
+
+
+class Framer:
+    """Split a byte stream into frames.
+
+    ``orders`` lists the CRC byte orders accepted (both by default).
+    """
+
+    def __init__(
+        self, orders: tuple[CrcOrder, ...] = (CrcOrder.LOW_FIRST, CrcOrder.HIGH_FIRST)
+    ) -> None:
+        self._buf = bytearray()
+        self._orders = orders
+
+    @property
+    def pending(self) -> int:
+        """How many bytes are waiting for the rest of their frame."""
+        return len(self._buf)
+
+    def clear(self) -> bytes:
+        """Drop whatever is buffered (a stalled partial frame) and return it."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data
+
+    def feed(self, data: bytes) -> list[RawFrame | FramingError]:
+        """Add ``data`` and return every frame and error it completes, in order."""
+        out: list[RawFrame | FramingError] = []
+        buf = self._buf
+        buf += data
+        pos = 0
+        end = len(buf)
+        orders = self._orders
+        try:
+            while pos < end:
+                if buf[pos] != START:
+                    nxt = buf.find(START, pos)
+                    if nxt < 0:
+                        nxt = end
+                    out.append(
+                        FramingError(
+                            "garbage", bytes(buf[pos:nxt]), "bytes before a start byte"
+                        )
+                    )
+                    pos = nxt
+                    continue
+                if end - pos < 2:
+                    break
+                length = buf[pos + 1]
+                if length < MIN_LENGTH:
+                    out.append(
+                        FramingError(
+                            "length",
+                            bytes(buf[pos : pos + 2]),
+                            f"length byte {length} < 4",
+                        )
+                    )
+                    pos += 1
+                    continue
+                total = length + OVERHEAD
+                if end - pos < total:
+                    break
+                inner = bytes(buf[pos + 2 : pos + 2 + length])
+                crc = crc16(inner)
+                lo, hi = buf[pos + total - 2], buf[pos + total - 1]
+                if (
+                    lo == (crc & 0xFF)
+                    and hi == (crc >> 8)
+                    and CrcOrder.LOW_FIRST in orders
+                ):
+                    order = CrcOrder.LOW_FIRST
+                elif (
+                    hi == (crc & 0xFF)
+                    and lo == (crc >> 8)
+                    and CrcOrder.HIGH_FIRST in orders
+                ):
+                    order = CrcOrder.HIGH_FIRST
+                else:
+                    out.append(
+                        FramingError(
+                            "crc",
+                            bytes(buf[pos : pos + total]),
+                            f"CRC {lo:02x}{hi:02x} does not match {crc:04x}",
+                        )
+                    )
+                    pos += 1
+                    continue
+                out.append(
+                    RawFrame(
+                        seq=inner[0] | (inner[1] << 8),
+                        encrypted=inner[2] != 0,
+                        code=inner[3],
+                        body=inner[4:],
+                        raw=bytes(buf[pos : pos + total]),
+                        crc_order=order,
+                    )
+                )
+                pos += total
+        finally:
+            del buf[:pos]
+        return out
