@@ -394,7 +394,7 @@ class GunBin(Field):
         text = _require_str(value, path)
         if not (set(text) <= _DIGITS and 1 <= len(text) <= 3 and int(text) <= 255):
             raise FieldError(path, f"must be a gun number of decimal digits up to 255, got {text!r}")
-        return text.rjust(2, "0")
+        return f"{int(text):02d}"
 
     def schema(self) -> dict[str, Any]:
         return {"type": "string", "pattern": "^[0-9]{1,3}$"}
@@ -442,8 +442,10 @@ def ms_to_cp56(ms: int | None, tz: datetime.tzinfo) -> bytes:
     )
 
 
-#: Latest unix ms a CP56Time2a can hold (year 2127) — checked loosely.
-_CP56_MAX_MS = 4_999_999_999_999
+#: Earliest and latest unix ms a CP56Time2a can hold (years 2000–2127, read in
+#: Asia/Shanghai): later values would wrap the 7-bit year and not decode back.
+_CP56_MIN_MS = 946_656_000_000  # 2000-01-01 00:00:00.000 +08:00
+_CP56_MAX_MS = 4_985_942_399_999  # 2127-12-31 23:59:59.999 +08:00
 
 
 @attrs.frozen
@@ -472,7 +474,7 @@ class Cp56(Field):
     def check(self, value: Any, path: str) -> int | None:
         if value is None:
             return None
-        return _require_int(value, path, 946_684_800_000 - 8 * 3_600_000, _CP56_MAX_MS)
+        return _require_int(value, path, _CP56_MIN_MS, _CP56_MAX_MS)
 
     def check_into(self, src: Mapping[str, Any], dst: dict[str, Any], prefix: str = "") -> None:
         if src.get(self.name) is None and callable(self.default):
@@ -533,6 +535,12 @@ class Bits(Field):
 
     parts: tuple[tuple[str | None, int], ...] = attrs.field(default=(), kw_only=True)
     n: int = attrs.field(default=1, kw_only=True)
+    #: Optional ``(name, doc)`` pairs describing single parts.
+    part_docs: tuple[tuple[str, str], ...] = attrs.field(default=(), kw_only=True)
+
+    def part_doc(self, name: str) -> str:
+        """The description of part ``name`` ("" if none)."""
+        return dict(self.part_docs).get(name, "")
 
     @property
     def fmt(self) -> str:
@@ -577,11 +585,13 @@ class Bits(Field):
             dst[name] = _require_int(src[name], prefix + name, 0, (1 << width) - 1)
 
     def schemas(self) -> dict[str, dict[str, Any]]:
-        return {
-            name: {"type": "integer", "minimum": 0, "maximum": (1 << width) - 1}
-            for name, width in self.parts
-            if name
-        }
+        out: dict[str, dict[str, Any]] = {}
+        for name, width in self.parts:
+            if name:
+                out[name] = {"type": "integer", "minimum": 0, "maximum": (1 << width) - 1}
+                if self.part_doc(name):
+                    out[name]["description"] = self.part_doc(name)
+        return out
 
     def wire(self) -> str:
         return f"BIN {self.n}, bit fields"
@@ -674,7 +684,7 @@ class ListOf:
             putters = [f.putter(ctx) for f in self.item.fields]
             for raws in layout.iter_unpack(data):
                 entry: dict[str, Any] = {}
-                for put, raw in zip(putters, raws):
+                for put, raw in zip(putters, raws, strict=True):
                     put(entry, raw)
                 out.append(entry)
         else:

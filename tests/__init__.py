@@ -1,0 +1,1 @@
+"""ykcproxy's test suite (run with ``trial tests``)."""

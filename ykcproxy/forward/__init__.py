@@ -1,0 +1,1 @@
+"""The consumer side: handing messages to HTTP webhooks or NATS."""

@@ -1,0 +1,219 @@
+"""Ordered, retried delivery of messages to a publisher.
+
+Each pile has a FIFO queue; the head of a queue is sent, and the next message
+of that pile only after the head was delivered, so a consumer sees each
+pile's messages in the order the pile sent them.  Piles are served in
+parallel up to ``max_in_flight``.  A failed send is retried after an
+exponential, jittered, capped backoff.  A store (memory, or the durable
+outbox) keeps every message until it is delivered.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import attrs
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ykcproxy.forward.base import IPublisher, Message
+
+log = Logger()
+
+
+class Store(Protocol):
+    """Where messages wait until delivered (see :class:`MemoryStore`)."""
+
+    durable: bool
+
+    def append(self, message: Message) -> tuple[int, Deferred[None]]:
+        """Keep ``message``; return its key and a Deferred firing once it is safe."""
+
+    def delivered(self, key: int) -> None:
+        """Forget a delivered message."""
+
+
+class MemoryStore:
+    """Keeps nothing beyond the delivery queues: lost on a crash."""
+
+    durable = False
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    def append(self, message: Message) -> tuple[int, Deferred[None]]:
+        self._next += 1
+        return self._next, succeed(None)
+
+    def delivered(self, key: int) -> None:
+        pass
+
+
+@attrs.define(eq=False)
+class _Item:
+    key: int
+    message: Message
+    queued_at: float
+    attempts: int = 0
+    waiter: Deferred[None] | None = None
+
+
+@attrs.frozen
+class Backoff:
+    """Exponential backoff with jitter: ``first`` doubling up to ``cap`` seconds."""
+
+    first: float = 0.5
+    cap: float = 30.0
+
+    def delay(self, attempts: int, rnd: Callable[[], float] = random.random) -> float:
+        """Seconds to wait before attempt ``attempts + 1``."""
+        base = min(self.cap, self.first * (2 ** max(0, attempts - 1)))
+        return base * (0.5 + rnd() / 2)
+
+
+class Delivery:
+    """Per-pile ordered delivery with retries, in front of one publisher."""
+
+    def __init__(
+        self,
+        publisher: IPublisher,
+        clock: IReactorTime,
+        store: Store | None = None,
+        max_in_flight: int = 64,
+        backoff: Backoff = Backoff(),
+        on_delivered: Callable[[Message, float], None] | None = None,
+        on_failed: Callable[[Message, Failure], None] | None = None,
+    ) -> None:
+        self.publisher = publisher
+        self.clock = clock
+        self.store: Store = store or MemoryStore()
+        self.max_in_flight = max_in_flight
+        self.backoff = backoff
+        self._on_delivered = on_delivered
+        self._on_failed = on_failed
+        self._queues: dict[str, deque[_Item]] = {}
+        self._ready: deque[str] = deque()
+        self._in_flight = 0
+        self._pumping = False
+        self._depth = 0
+        self._last_error = ""
+        self._timers: dict[str, Any] = {}
+
+    # -- introspection --------------------------------------------------
+    @property
+    def depth(self) -> int:
+        """Messages accepted and not yet delivered."""
+        return self._depth
+
+    def oldest_age(self) -> float:
+        """Seconds the oldest undelivered message has waited (0 if none)."""
+        now = self.clock.seconds()
+        heads = [q[0].queued_at for q in self._queues.values() if q]
+        return now - min(heads) if heads else 0.0
+
+    def health(self) -> dict[str, Any]:
+        """Queue state for /healthz."""
+        return {
+            "queued": self._depth,
+            "inFlight": self._in_flight,
+            "oldestAgeSeconds": round(self.oldest_age(), 3),
+            "lastError": self._last_error,
+        }
+
+    # -- API ------------------------------------------------------------------
+    def stop(self) -> None:
+        """Cancel pending retries (what is queued stays in the store)."""
+        for timer in self._timers.values():
+            if timer.active():
+                timer.cancel()
+        self._timers.clear()
+        self._ready.clear()
+
+    def submit(self, message: Message, confirm: bool = False) -> Deferred[None] | None:
+        """Queue ``message`` for delivery.
+
+        With ``confirm``, return a Deferred that fires once the message is
+        safe: committed to a durable store, or else delivered to the consumer.
+        """
+        key, committed = self.store.append(message)
+        item = _Item(key, message, self.clock.seconds())
+        result: Deferred[None] | None = None
+        if confirm:
+            if self.store.durable:
+                result = committed
+            else:
+                result = item.waiter = Deferred()
+        self._enqueue(item)
+        return result
+
+    def _enqueue(self, item: _Item) -> None:
+        pile = item.message.pile_id
+        queue = self._queues.get(pile)
+        self._depth += 1
+        if queue is None:
+            self._queues[pile] = deque((item,))
+            self._ready.append(pile)
+            self._pump()
+        else:
+            queue.append(item)
+
+    # -- the loop -----------------------------------------------------------------
+    def _pump(self) -> None:
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            ready = self._ready
+            while ready and self._in_flight < self.max_in_flight:
+                pile = ready.popleft()
+                item = self._queues[pile][0]
+                item.attempts += 1
+                self._in_flight += 1
+                d = self.publisher.publish(item.message)
+                d.addCallbacks(self._sent, self._failed, callbackArgs=(pile, item), errbackArgs=(pile, item))
+        finally:
+            self._pumping = False
+
+    def _sent(self, _: object, pile: str, item: _Item) -> None:
+        self._in_flight -= 1
+        self._depth -= 1
+        queue = self._queues[pile]
+        queue.popleft()
+        self.store.delivered(item.key)
+        if self._on_delivered is not None:
+            self._on_delivered(item.message, self.clock.seconds() - item.queued_at)
+        if queue:
+            self._ready.append(pile)
+        else:
+            del self._queues[pile]
+        if item.waiter is not None:
+            item.waiter.callback(None)
+        self._pump()
+
+    def _failed(self, failure: Failure, pile: str, item: _Item) -> None:
+        self._in_flight -= 1
+        self._last_error = failure.getErrorMessage()
+        delay = self.backoff.delay(item.attempts)
+        log.warn(
+            "delivery of {ft} for pile {pile_id} failed (attempt {attempts}): {error}; retry in {delay:.1f}s",
+            ft=item.message.ft,
+            pile_id=pile,
+            attempts=item.attempts,
+            error=self._last_error,
+            delay=delay,
+        )
+        if self._on_failed is not None:
+            self._on_failed(item.message, failure)
+        self._timers[pile] = self.clock.callLater(delay, self._retry, pile)
+        self._pump()
+
+    def _retry(self, pile: str) -> None:
+        self._timers.pop(pile, None)
+        if pile in self._queues:
+            self._ready.append(pile)
+            self._pump()

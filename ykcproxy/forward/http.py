@@ -1,0 +1,125 @@
+"""HTTP webhooks: ``POST <endpoint>/<ft>`` with treq, keep-alive, failover."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.client import HTTPConnectionPool
+from zope.interface import implementer
+
+from ykcproxy.forward.base import IPublisher, Message, PublishError
+
+log = Logger()
+
+
+def normalize_endpoint(endpoint: str) -> str:
+    """An endpoint URL prefix with a scheme and without a trailing slash."""
+    endpoint = endpoint.strip()
+    if "://" not in endpoint:
+        endpoint = "http://" + endpoint
+    return endpoint.rstrip("/")
+
+
+@implementer(IPublisher)
+class HttpPublisher:
+    """POSTs each message to ``<endpoint>/<ft>``.
+
+    The endpoints are replicas of one consumer: a message goes to the current
+    one, and on failure the next ones are tried in turn; the one that worked
+    stays current.  A 2xx answer means delivered.
+    """
+
+    name = "http"
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        reactor: IReactorTime,
+        timeout: float = 10.0,
+        max_connections: int = 64,
+        client: Any = None,
+    ) -> None:
+        if not endpoints:
+            raise ValueError("HttpPublisher needs at least one endpoint")
+        self.endpoints = [normalize_endpoint(e) for e in endpoints]
+        self.timeout = timeout
+        self._reactor = reactor
+        self._current = 0
+        self._ok = True
+        self._last_error = ""
+        self._pool: HTTPConnectionPool | None = None
+        if client is None:
+            import treq.client
+
+            self._pool = HTTPConnectionPool(reactor, persistent=True)
+            self._pool.maxPersistentPerHost = max_connections
+            self._pool.retryAutomatically = False
+            client = treq.client.HTTPClient.with_config(reactor=reactor, pool=self._pool)
+        self._client = client
+
+    def start(self) -> Deferred[None]:
+        return succeed(None)
+
+    def stop(self) -> Deferred[None]:
+        if self._pool is not None:
+            return self._pool.closeCachedConnections()
+        return succeed(None)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "ok": self._ok,
+            "endpoint": self.endpoints[self._current],
+            "endpoints": self.endpoints,
+            "lastError": self._last_error,
+        }
+
+    def publish(self, message: Message) -> Deferred[None]:
+        return self._attempt(message, self._current, len(self.endpoints))
+
+    def _attempt(self, message: Message, index: int, left: int) -> Deferred[None]:
+        url = f"{self.endpoints[index]}/{message.ft}"
+        d = self._client.post(
+            url,
+            data=message.payload,
+            headers={
+                b"Content-Type": [b"application/json"],
+                b"X-Message-Id": [message.message_id.encode()],
+            },
+            timeout=self.timeout,
+        )
+
+        def answered(response: Any) -> Any:
+            code = response.code
+            done = response.content() if hasattr(response, "content") else succeed(b"")
+
+            def check(_: object) -> None:
+                if not 200 <= code < 300:
+                    raise PublishError(f"POST {url} answered {code}")
+
+            return done.addCallback(check)
+
+        def failed(failure: Any) -> Deferred[None]:
+            self._last_error = failure.getErrorMessage()
+            if left > 1:
+                nxt = (index + 1) % len(self.endpoints)
+                log.info(
+                    "endpoint {url} failed ({error}); trying {next}",
+                    url=url,
+                    error=self._last_error,
+                    next=self.endpoints[nxt],
+                )
+                return self._attempt(message, nxt, left - 1)
+            self._ok = False
+            raise PublishError(f"POST {url}: {self._last_error}")
+
+        def delivered(_: object) -> None:
+            self._current = index
+            self._ok = True
+
+        d.addCallback(answered)
+        d.addCallbacks(delivered, failed)
+        return d

@@ -1,0 +1,1 @@
+"""The pile side: the YKC Protocol, per-pile sessions and the registry."""

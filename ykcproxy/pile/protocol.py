@@ -1,0 +1,124 @@
+"""The Protocol of one pile TCP connection: framing, silence timer, writes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import error
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+
+from ykcproxy.pile.session import PileSession
+from ykcproxy.wire.codec import encode_frame
+from ykcproxy.wire.crc import CrcOrder
+from ykcproxy.wire.framer import Framer, RawFrame
+
+if TYPE_CHECKING:
+    from ykcproxy.pile.server import PileServerFactory
+
+
+class PileProtocol(Protocol):
+    """One TCP connection from a pile (or a concentrator carrying several).
+
+    Bytes go through a :class:`Framer`; whole frames and framing errors go to
+    the factory, which holds the policy.  The connection remembers the CRC
+    byte order its pile uses and answers in it.  A connection that stays
+    silent for the factory's silence timeout is closed (reason ``timeout``).
+    """
+
+    factory: PileServerFactory
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, PileSession] = {}
+        self.crc_order = CrcOrder.LOW_FIRST
+        self.remote = ""
+        self.connected_at = 0.0
+        self.last_seen = 0.0
+        self.close_reason: str | None = None
+        self._framer: Framer | None = None
+        self._silence: IDelayedCall | None = None
+        self._silence_suspended = False
+
+    # -- connection lifecycle --------------------------------------------------
+    def connectionMade(self) -> None:
+        f = self.factory
+        peer = self.transport.getPeer()  # type: ignore[union-attr]
+        self.remote = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+        self.connected_at = self.last_seen = f.clock.seconds()
+        self.crc_order = f.initial_crc_order
+        self._framer = Framer(f.config.crc_mode.orders)
+        self._arm_silence(f.config.silence_timeout)
+        f.connection_made(self)
+
+    def connectionLost(self, reason: Failure = Failure(error.ConnectionDone())) -> None:
+        if self._silence is not None and self._silence.active():
+            self._silence.cancel()
+        self._silence = None
+        if self.close_reason is None:
+            self.close_reason = "closed" if reason.check(error.ConnectionDone) else "error"
+        self.factory.connection_lost(self, self.close_reason)
+
+    def close(self, reason: str, abort: bool = False) -> None:
+        """Close the connection, recording why (closed, timeout, replaced, error, shutdown)."""
+        if self.close_reason is None:
+            self.close_reason = reason
+        if self.transport is not None:
+            if abort:
+                self.transport.abortConnection()  # type: ignore[attr-defined]
+            else:
+                self.transport.loseConnection()
+
+    # -- input ------------------------------------------------------------------
+    def dataReceived(self, data: bytes) -> None:
+        assert self._framer is not None
+        f = self.factory
+        for item in self._framer.feed(data):
+            if isinstance(item, RawFrame):
+                self.last_seen = f.clock.seconds()
+                if self.crc_order is not item.crc_order and f.follow_crc_order:
+                    self.crc_order = item.crc_order
+                f.frame_received(self, item)
+            else:
+                f.framing_error(self, item)
+            if self.close_reason is not None:
+                break
+
+    # -- output -----------------------------------------------------------------
+    def send(self, code: int, seq: int, body: bytes) -> bytes:
+        """Write one frame to the pile in its CRC order; return the bytes written."""
+        frame = encode_frame(code, seq, body, self.crc_order)
+        if self.transport is not None and self.close_reason is None:
+            self.transport.write(frame)
+        return frame
+
+    # -- silence ------------------------------------------------------------------
+    def _arm_silence(self, delay: float) -> None:
+        self._silence = self.factory.clock.callLater(delay, self._check_silence)
+
+    def _check_silence(self) -> None:
+        self._silence = None
+        timeout = self.factory.config.silence_timeout
+        now = self.factory.clock.seconds()
+        if self._silence_suspended:
+            self.last_seen = now
+        idle = now - self.last_seen
+        if idle >= timeout:
+            self.factory.log.info(
+                "pile connection {remote} silent for {idle:.0f}s; closing",
+                remote=self.remote,
+                idle=idle,
+                piles=list(self.sessions),
+            )
+            self.close("timeout", abort=True)
+        else:
+            self._arm_silence(timeout - idle)
+
+    def suspend_silence(self, suspended: bool) -> None:
+        """While the proxy itself does not read this pile, its silence is not its fault."""
+        self._silence_suspended = suspended
+        self.last_seen = self.factory.clock.seconds()
+
+    def describe(self) -> dict[str, Any]:
+        """A short view for logs."""
+        return {"remote": self.remote, "piles": list(self.sessions)}
