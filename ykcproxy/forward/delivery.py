@@ -103,6 +103,7 @@ class Delivery:
         self._depth = 0
         self._last_error = ""
         self._timers: dict[str, Any] = {}
+        self._stopped = False
 
     # -- introspection --------------------------------------------------
     @property
@@ -133,6 +134,7 @@ class Delivery:
                 timer.cancel()
         self._timers.clear()
         self._ready.clear()
+        self._stopped = True
 
     def submit(self, message: Message, confirm: bool = False) -> Deferred[None] | None:
         """Queue ``message`` for delivery.
@@ -164,7 +166,7 @@ class Delivery:
 
     # -- the loop -----------------------------------------------------------------
     def _pump(self) -> None:
-        if self._pumping:
+        if self._pumping or self._stopped:
             return
         self._pumping = True
         try:

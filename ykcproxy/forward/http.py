@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.client import HTTPConnectionPool
@@ -52,22 +52,31 @@ class HttpPublisher:
         self._ok = True
         self._last_error = ""
         self._pool: HTTPConnectionPool | None = None
+        self._in_flight: set[Deferred[None]] = set()
         if client is None:
-            import treq.client
+            from treq.client import HTTPClient
+            from twisted.web.client import Agent
 
             self._pool = HTTPConnectionPool(reactor, persistent=True)
             self._pool.maxPersistentPerHost = max_connections
             self._pool.retryAutomatically = False
-            client = treq.client.HTTPClient.with_config(reactor=reactor, pool=self._pool)
+            client = HTTPClient(Agent(reactor, pool=self._pool))
         self._client = client
 
     def start(self) -> Deferred[None]:
         return succeed(None)
 
     def stop(self) -> Deferred[None]:
-        if self._pool is not None:
-            return self._pool.closeCachedConnections()
-        return succeed(None)
+        """Let the POSTs in flight finish (up to the timeout), then close the connections."""
+        pending = DeferredList(list(self._in_flight), consumeErrors=True)
+        pending.addTimeout(self.timeout, self._reactor)  # type: ignore[arg-type]
+
+        def close(_: object) -> Deferred[None]:
+            if self._pool is not None:
+                return self._pool.closeCachedConnections()
+            return succeed(None)
+
+        return pending.addBoth(close)
 
     def health(self) -> dict[str, Any]:
         return {
@@ -78,7 +87,14 @@ class HttpPublisher:
         }
 
     def publish(self, message: Message) -> Deferred[None]:
-        return self._attempt(message, self._current, len(self.endpoints))
+        d = self._attempt(message, self._current, len(self.endpoints))
+        self._in_flight.add(d)
+
+        def done(result: object) -> object:
+            self._in_flight.discard(d)
+            return result
+
+        return d.addBoth(done)
 
     def _attempt(self, message: Message, index: int, left: int) -> Deferred[None]:
         url = f"{self.endpoints[index]}/{message.ft}"

@@ -227,19 +227,19 @@ class PileServerFactory(Factory):
                 remote=session.connection.remote,
                 old=old.connection.remote,
             )
-            self._drop_session(old, "replaced")
+            self._drop_session(old, "replaced", was_registered=True)
         self._event("online", session.pile_id, {"remote": session.connection.remote})
         if self.config.auto_time_sync:
             self._time_sync(session)
 
-    def _drop_session(self, session: PileSession, reason: str) -> None:
+    def _drop_session(self, session: PileSession, reason: str, was_registered: bool = False) -> None:
         proto = session.connection
         if proto.sessions.get(session.pile_id) is session:
             del proto.sessions[session.pile_id]
         if session.time_sync is not None and session.time_sync.active():
             session.time_sync.cancel()
         session.time_sync = None
-        if self.registry.discard(session):
+        if self.registry.discard(session) or was_registered:
             session.logged_in = False
             self._event("offline", session.pile_id, {"remote": proto.remote, "reason": reason})
             self.waiters.fail_pile(session.pile_id, f"pile {session.pile_id} went offline ({reason})")
