@@ -403,6 +403,10 @@ class GunBin(Field):
         return "BIN u8 (gun number)"
 
 
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_ONE_MS = datetime.timedelta(milliseconds=1)
+
+
 def cp56_to_ms(raw: bytes, tz: datetime.tzinfo) -> int | None:
     """Unix milliseconds of a CP56Time2a value read in ``tz``; None if no valid date."""
     ms = raw[0] | (raw[1] << 8)
@@ -419,14 +423,17 @@ def cp56_to_ms(raw: bytes, tz: datetime.tzinfo) -> int | None:
         )
     except ValueError:
         return None
-    return int(moment.timestamp() * 1000) if ms < 60000 else None
+    if ms >= 60000:
+        return None
+    # Integer arithmetic: a float timestamp × 1000 can come out one ms short.
+    return (moment - _EPOCH) // _ONE_MS
 
 
 def ms_to_cp56(ms: int | None, tz: datetime.tzinfo) -> bytes:
     """CP56Time2a bytes of unix milliseconds in ``tz``; None gives seven zeros."""
     if ms is None:
         return bytes(7)
-    moment = datetime.datetime.fromtimestamp(ms / 1000, tz)
+    moment = datetime.datetime.fromtimestamp(ms // 1000, tz)
     millis = moment.second * 1000 + ms % 1000
     weekday = moment.isoweekday()
     return bytes(
@@ -479,6 +486,10 @@ class Cp56(Field):
     def check_into(self, src: Mapping[str, Any], dst: dict[str, Any], prefix: str = "") -> None:
         if src.get(self.name) is None and callable(self.default):
             dst[self.name] = self.default()
+            return
+        if self.name in src and src[self.name] is None and self.default is _MISSING:
+            # ``null`` is what an invalid (e.g. all-zero) time decodes to; it encodes as zeros.
+            dst[self.name] = None
             return
         super().check_into(src, dst, prefix)
 

@@ -910,7 +910,7 @@ _DECLARATIONS: tuple[FrameType, ...] = (
         "对时设置",
         "9.3",
         DOWN,
-        (PILE_ID, Cp56("time", default=_now_ms, doc="current time (REST: optional, default now)")),
+        (PILE_ID, Cp56("time", default=_now_ms, doc="current time")),
         reply=0x55,
         doc="Sets the pile clock; expected daily.",
     ),
