@@ -1,0 +1,122 @@
+"""The framer: splits, merges, garbage, false starts, bad CRCs, both CRC byte orders."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.trial.unittest import TestCase
+
+from ykcproxy.wire.codec import encode_frame
+from ykcproxy.wire.crc import CrcOrder, crc16
+from ykcproxy.wire.framer import Framer, FramingError, RawFrame
+
+#: The spec's 0x02 sample, whose CRC is right (low byte first).
+SAMPLE_02 = bytes.fromhex("680c000000025503141278230500da4c")
+
+frames_st = st.lists(
+    st.tuples(
+        st.integers(0, 255),  # type
+        st.integers(0, 0xFFFF),  # seq
+        st.binary(max_size=251),  # body: length byte 4..255
+        st.sampled_from(list(CrcOrder)),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+def frames_of(items: list) -> list[RawFrame]:
+    return [i for i in items if isinstance(i, RawFrame)]
+
+
+class FramerTests(TestCase):
+    def test_spec_sample(self):
+        (frame,) = Framer().feed(SAMPLE_02)
+        assert isinstance(frame, RawFrame)
+        self.assertEqual((frame.code, frame.seq, frame.encrypted), (0x02, 0, False))
+        self.assertEqual(frame.body.hex(), "5503141278230500")
+        self.assertIs(frame.crc_order, CrcOrder.LOW_FIRST)
+        self.assertEqual(frame.length, 12)
+
+    def test_crc_check_value(self):
+        # CRC-16/MODBUS check value of "123456789".
+        self.assertEqual(crc16(b"123456789"), 0x4B37)
+
+    def test_high_first_accepted_and_noted(self):
+        data = SAMPLE_02[:-2] + SAMPLE_02[-2:][::-1]
+        (frame,) = Framer().feed(data)
+        assert isinstance(frame, RawFrame)
+        self.assertIs(frame.crc_order, CrcOrder.HIGH_FIRST)
+
+    def test_strict_order_rejects_the_other(self):
+        data = SAMPLE_02[:-2] + SAMPLE_02[-2:][::-1]
+        items = Framer((CrcOrder.LOW_FIRST,)).feed(data)
+        self.assertEqual(frames_of(items), [])
+        self.assertEqual(items[0].kind, "crc")
+
+    def test_partial_waits(self):
+        framer = Framer()
+        self.assertEqual(framer.feed(SAMPLE_02[:5]), [])
+        self.assertEqual(framer.pending, 5)
+        self.assertEqual(len(framer.feed(SAMPLE_02[5:])), 1)
+        self.assertEqual(framer.pending, 0)
+
+    def test_length_too_small(self):
+        items = Framer().feed(b"\x68\x03" + SAMPLE_02)
+        self.assertIsInstance(items[0], FramingError)
+        self.assertEqual(items[0].kind, "length")
+        self.assertEqual(len(frames_of(items)), 1)
+
+    def test_start_byte_inside_body(self):
+        frame = encode_frame(0x13, 0x6868, b"\x68\x68\x04\x68" * 10)
+        items = Framer().feed(b"\x68\x10junk" + frame + frame)
+        got = frames_of(items)
+        self.assertEqual([f.raw for f in got], [frame, frame])
+
+    def test_bad_crc_then_good_frame(self):
+        bad = bytearray(SAMPLE_02)
+        bad[5] ^= 1
+        items = Framer().feed(bytes(bad) + SAMPLE_02)
+        self.assertEqual([i.kind for i in items if isinstance(i, FramingError)][:1], ["crc"])
+        self.assertEqual([f.raw for f in frames_of(items)], [SAMPLE_02])
+
+    @given(frames_st, st.data())
+    @settings(max_examples=200, deadline=None)
+    def test_random_splits(self, specs, data):
+        wire = [encode_frame(code, seq, body, order) for code, seq, body, order in specs]
+        stream = b"".join(wire)
+        cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=12)))
+        framer = Framer()
+        got: list = []
+        last = 0
+        for cut in cuts + [len(stream)]:
+            got += framer.feed(stream[last:cut])
+            last = cut
+        self.assertEqual([f.raw for f in frames_of(got)], wire)
+        self.assertEqual([i for i in got if isinstance(i, FramingError)], [])
+        # A CRC whose two bytes are equal reads the same in both orders.
+        orders = [f.crc_order for f in frames_of(got) if f.raw[-1] != f.raw[-2]]
+        self.assertEqual(orders, [s[3] for s, w in zip(specs, wire) if w[-1] != w[-2]])
+
+    @given(frames_st, st.lists(st.binary(max_size=40), min_size=1, max_size=9))
+    @settings(max_examples=200, deadline=None)
+    def test_random_garbage_between_frames(self, specs, garbage):
+        """Garbage without a start byte between frames never costs a frame."""
+        wire = [encode_frame(code, seq, body, order) for code, seq, body, order in specs]
+        junk = [g.replace(b"\x68", b"\x00") for g in garbage]
+        stream = b""
+        for i, frame in enumerate(wire):
+            stream += junk[i % len(junk)] + frame
+        got = Framer().feed(stream)
+        self.assertEqual([f.raw for f in frames_of(got)], wire)
+
+    @given(frames_st, st.binary(min_size=1, max_size=300))
+    @settings(max_examples=200, deadline=None)
+    def test_arbitrary_garbage_never_crashes(self, specs, garbage):
+        """Garbage with false starts may delay frames, but frames after it are found."""
+        wire = [encode_frame(code, seq, body, order) for code, seq, body, order in specs]
+        # Enough trailing frames that any false start's claimed length is used up.
+        tail = wire + [SAMPLE_02] * 24
+        got = Framer().feed(garbage + b"".join(tail))
+        raws = [f.raw for f in frames_of(got)]
+        self.assertEqual(raws[-24:], [SAMPLE_02] * 24)
