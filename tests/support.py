@@ -106,6 +106,7 @@ def start_proxy(test: TestCase, **settings: Any) -> ProxyService:
     settings.setdefault("host", "127.0.0.1")
     settings.setdefault("tcp_port", 0)
     settings.setdefault("http_port", 0)
+    settings.setdefault("data_dir", test.mktemp())
     if "servers" in settings and isinstance(settings["servers"], str):
         settings["servers"] = (settings["servers"],)
     if not settings.get("servers") and "messaging" not in settings:

@@ -60,11 +60,21 @@ class ProxyConfig:
     max_body_bytes: int = 64 * 1024
     api_token: str = ""
     data_dir: str = "./ykcproxy-data"
+    retention_days: float = 7.0
+    dead_letter_after: float = 86400.0
+    outbox_limit: int = 100_000
+    retry_first: float = 0.5
+    retry_max: float = 30.0
 
     @property
     def silence_timeout(self) -> float:
         """Seconds of silence after which a pile is disconnected."""
         return self.heartbeat_interval * self.heartbeat_misses
+
+    @property
+    def durable(self) -> bool:
+        """Whether messages go through the durable outbox (``--dataDir ''`` turns it off)."""
+        return self.forwarding and bool(self.data_dir)
 
     @property
     def forwarding(self) -> bool:

@@ -31,6 +31,12 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=r,
         )
+        self.outbox_depth = Gauge("ykc_outbox_depth", "Messages accepted and not yet delivered", registry=r)
+        self.outbox_oldest = Gauge(
+            "ykc_outbox_oldest_age_seconds", "Age of the oldest undelivered message", registry=r
+        )
+        self.dead_letters = Gauge("ykc_dead_letters", "Messages in the dead-letter table", registry=r)
+        self.reading_paused = Gauge("ykc_reading_paused", "1 while reads from piles are paused", registry=r)
         self.rest_requests = Counter(
             "ykc_rest_requests", "REST requests by route and status code", ["route", "code"], registry=r
         )

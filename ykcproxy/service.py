@@ -14,13 +14,15 @@ from typing import Any
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IListeningPort
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
 
 from ykcproxy.config import CrcMode, MessagingType, ProxyConfig
 from ykcproxy.forward.base import IPublisher
-from ykcproxy.forward.delivery import Delivery
+from ykcproxy.forward.delivery import Backoff, Delivery
+from ykcproxy.forward.outbox import SqliteOutbox
 from ykcproxy.metrics import Metrics
 from ykcproxy.pile.server import PileServerFactory
 from ykcproxy.wire.codec import Codec
@@ -138,7 +140,11 @@ class Options(usage.Options):
         ["httpConcurrency", None, 64, "Webhook POSTs in flight at most.", _count],
         ["maxBodyBytes", None, 65536, "Largest REST request body accepted.", _count],
         ["apiToken", None, "", "If set, REST calls need 'Authorization: Bearer <token>'."],
-        ["dataDir", None, "./ykcproxy-data", "Directory of the durable outbox."],
+        ["dataDir", None, "./ykcproxy-data", "Directory of the durable outbox ('' keeps messages in memory only)."],
+        ["retentionDays", None, 7.0, "Days delivered 0x3B records are kept for GET /transactions.", _positive],
+        ["deadLetterAfter", None, 86400.0, "Seconds a message may keep failing before it is a dead letter.", _positive],
+        ["retryMaxDelay", None, 30.0, "Longest wait between delivery retries, in seconds.", _positive],
+        ["outboxLimit", None, 100000, "Undelivered messages at which reading from piles pauses.", _count],
     ]
 
     def __init__(self) -> None:
@@ -187,6 +193,11 @@ class Options(usage.Options):
             max_body_bytes=self["maxBodyBytes"],
             api_token=self["apiToken"],
             data_dir=self["dataDir"],
+            retention_days=self["retentionDays"],
+            dead_letter_after=self["deadLetterAfter"],
+            outbox_limit=self["outboxLimit"],
+            retry_max=self["retryMaxDelay"],
+            retry_first=min(0.5, self["retryMaxDelay"]),
         )
 
 
@@ -235,21 +246,56 @@ class PileListenerService(ListenerService):
 
 
 class ForwarderService(Service):
-    """Starts the publisher; on stop, stops retrying and disconnects it."""
+    """Starts the publisher and recovers the outbox; on stop, stops retrying and disconnects.
 
-    def __init__(self, publisher: IPublisher, delivery: Delivery) -> None:
+    With a durable outbox, what it still holds from the last run is delivered
+    first, in order, before anything received since.
+    """
+
+    #: How often delivered 0x3B records past their retention are purged.
+    PURGE_INTERVAL = 3600.0
+
+    def __init__(self, publisher: IPublisher, delivery: Delivery, outbox: SqliteOutbox | None, clock: Any) -> None:
         self.publisher = publisher
         self.delivery = delivery
+        self.outbox = outbox
+        self.clock = clock
+        self._purge: LoopingCall | None = None
+        self.recovered: Deferred[int] = Deferred()
 
     def startService(self) -> None:
         super().startService()
         d = self.publisher.start()
         d.addErrback(lambda f: log.error("{name} forwarder not started: {e}", name=self.publisher.name, e=f.value))
+        if self.outbox is None:
+            self.recovered.callback(0)
+            return
+        self.delivery.hold()
+        pending = self.outbox.pending()
+
+        def restore(items: list[Any]) -> int:
+            if items:
+                log.info("outbox: {n} undelivered messages from the last run go first", n=len(items))
+            self.delivery.restore(items)
+            return len(items)
+
+        pending.addCallback(restore).chainDeferred(self.recovered)
+        self._purge = LoopingCall(self.outbox.purge)
+        self._purge.clock = self.clock
+        self._purge.start(self.PURGE_INTERVAL, now=True).addErrback(
+            lambda f: log.failure("outbox purge failed", f)
+        )
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
+        if self._purge is not None and self._purge.running:
+            self._purge.stop()
         self.delivery.stop()
-        return self.publisher.stop()
+        d = self.publisher.stop()
+        if self.outbox is not None:
+            outbox = self.outbox
+            d.addBoth(lambda _: outbox.close())
+        return d
 
 
 def make_publisher(config: ProxyConfig, reactor: Any) -> IPublisher | None:
@@ -288,6 +334,8 @@ class ProxyService(MultiService):
         self.metrics = Metrics()
         self.publisher = make_publisher(config, reactor)
         self.delivery: Delivery | None = None
+        self.outbox: SqliteOutbox | None = None
+        self.forwarder: ForwarderService | None = None
         if self.publisher is None:
             log.warn(
                 "no consumer configured (--messagingServerType {type}, --servers empty): "
@@ -295,21 +343,46 @@ class ProxyService(MultiService):
                 type=config.messaging.value,
             )
         else:
+            if config.durable:
+                self.outbox = SqliteOutbox(config.data_dir, reactor, retention=config.retention_days * 86400)
+                log.info("durable outbox at {path}", path=self.outbox.path)
+            else:
+                log.warn("--dataDir is empty: undelivered messages are kept in memory only and lost on a crash")
             self.delivery = Delivery(
                 self.publisher,
                 reactor,
+                store=self.outbox,
                 max_in_flight=config.http_concurrency if config.messaging is MessagingType.HTTP else 4096,
                 on_delivered=lambda m, latency: self.metrics.delivered(m.ft, latency),
                 on_failed=lambda m, f: self.metrics.forward_failed.inc(),
+                backoff=Backoff(config.retry_first, config.retry_max),
+                dead_letter_after=config.dead_letter_after,
+                high_water=config.outbox_limit,
+                on_pressure=lambda paused: self.piles.pause_reading(paused),
             )
-            ForwarderService(self.publisher, self.delivery).setServiceParent(self)
+            delivery = self.delivery
+            self.metrics.gauge_function(self.metrics.outbox_depth, lambda: delivery.depth)
+            self.metrics.gauge_function(self.metrics.outbox_oldest, delivery.oldest_age)
+            self.metrics.gauge_function(self.metrics.reading_paused, lambda: float(delivery.pressure))
+            if self.outbox is not None:
+                outbox = self.outbox
+                self.metrics.gauge_function(self.metrics.dead_letters, lambda: outbox.dead_count)
+            self.forwarder = ForwarderService(self.publisher, self.delivery, self.outbox, reactor)
+            self.forwarder.setServiceParent(self)
         codec = Codec(ctx=Context(tz=config.tz))
         self.piles = PileServerFactory(config, reactor, self.delivery, self.metrics, codec)
         self.pile_listener = PileListenerService("pile port", reactor, config.host, config.tcp_port, self.piles)
         self.pile_listener.setServiceParent(self)
+        from ykcproxy.api import outbox_routes
         from ykcproxy.api.app import ControlApi
 
-        self.api = ControlApi(self.piles, self.metrics, self.health, config)
+        self.api = ControlApi(
+            self.piles,
+            self.metrics,
+            self.health,
+            config,
+            extra_routes=lambda api: outbox_routes.install(api, self.delivery, self.outbox),
+        )
         site = Site(self.api.app.resource())
         site.noisy = False
         self.rest_listener = ListenerService("REST API", reactor, config.host, config.http_port, site)
@@ -328,10 +401,14 @@ class ProxyService(MultiService):
             parts["forwarder"] = forwarder
             if not forwarder.get("ok", True):
                 degraded.append("forwarder")
+            if self.delivery.pressure:
+                degraded.append("reading paused: outbox over its limit")
+            if self.outbox is not None:
+                forwarder["deadLetters"] = self.outbox.dead_count
         else:
             parts["forwarder"] = {"ok": True, "type": "none"}
         parts["piles"] = len(self.piles.registry)
-        parts["ok"] = ok
+        parts["ok"] = ok and not degraded
         parts["degraded"] = degraded
         return parts
 

@@ -34,8 +34,11 @@ class Store(Protocol):
     def append(self, message: Message) -> tuple[int, Deferred[None]]:
         """Keep ``message``; return its key and a Deferred firing once it is safe."""
 
-    def delivered(self, key: int) -> None:
+    def delivered(self, key: int, message: Message | None = None) -> None:
         """Forget a delivered message."""
+
+    def dead_letter(self, key: int, attempts: int, error: str) -> None:
+        """Set aside a message that kept failing."""
 
 
 class MemoryStore:
@@ -50,8 +53,11 @@ class MemoryStore:
         self._next += 1
         return self._next, succeed(None)
 
-    def delivered(self, key: int) -> None:
+    def delivered(self, key: int, message: Message | None = None) -> None:
         pass
+
+    def dead_letter(self, key: int, attempts: int, error: str) -> None:
+        log.error("message {key} dropped after {attempts} attempts: {error}", key=key, attempts=attempts, error=error)
 
 
 @attrs.define(eq=False)
@@ -88,6 +94,9 @@ class Delivery:
         backoff: Backoff = Backoff(),
         on_delivered: Callable[[Message, float], None] | None = None,
         on_failed: Callable[[Message, Failure], None] | None = None,
+        dead_letter_after: float | None = None,
+        high_water: int | None = None,
+        on_pressure: Callable[[bool], None] | None = None,
     ) -> None:
         self.publisher = publisher
         self.clock = clock
@@ -104,6 +113,13 @@ class Delivery:
         self._last_error = ""
         self._timers: dict[str, Any] = {}
         self._stopped = False
+        self._held = False
+        self.dead_letter_after = dead_letter_after
+        self.high_water = high_water
+        self.low_water = int(high_water * 0.8) if high_water else 0
+        self._on_pressure = on_pressure
+        self.pressure = False
+        self.retries = 0
 
     # -- introspection --------------------------------------------------
     @property
@@ -153,10 +169,51 @@ class Delivery:
         self._enqueue(item)
         return result
 
+    def hold(self) -> None:
+        """Queue, but do not send, until :meth:`restore` (startup recovery)."""
+        self._held = True
+
+    def restore(self, items: list[tuple[int, Message, float]]) -> None:
+        """Put recovered undelivered messages before anything queued since, and start sending."""
+        by_pile: dict[str, list[_Item]] = {}
+        for key, message, created in items:
+            by_pile.setdefault(message.pile_id, []).append(_Item(key, message, created))
+        for pile, recovered in by_pile.items():
+            queue = self._queues.get(pile)
+            if queue is None:
+                self._queues[pile] = deque(recovered)
+                self._ready.append(pile)
+            else:
+                queue.extendleft(reversed(recovered))
+            self._depth += len(recovered)
+        self._held = False
+        self._check_pressure()
+        self._pump()
+
+    def _check_pressure(self) -> None:
+        if self.high_water is None:
+            return
+        if not self.pressure and self._depth >= self.high_water:
+            self.pressure = True
+            log.warn(
+                "{depth} messages wait for delivery (limit {limit}): pausing reads from piles",
+                depth=self._depth,
+                limit=self.high_water,
+            )
+            if self._on_pressure is not None:
+                self._on_pressure(True)
+        elif self.pressure and self._depth <= self.low_water:
+            self.pressure = False
+            log.info("{depth} messages wait for delivery: reading from piles again", depth=self._depth)
+            if self._on_pressure is not None:
+                self._on_pressure(False)
+
     def _enqueue(self, item: _Item) -> None:
         pile = item.message.pile_id
         queue = self._queues.get(pile)
         self._depth += 1
+        if self.high_water is not None and self._depth >= self.high_water:
+            self._check_pressure()
         if queue is None:
             self._queues[pile] = deque((item,))
             self._ready.append(pile)
@@ -166,7 +223,7 @@ class Delivery:
 
     # -- the loop -----------------------------------------------------------------
     def _pump(self) -> None:
-        if self._pumping or self._stopped:
+        if self._pumping or self._stopped or self._held:
             return
         self._pumping = True
         try:
@@ -186,7 +243,7 @@ class Delivery:
         self._depth -= 1
         queue = self._queues[pile]
         queue.popleft()
-        self.store.delivered(item.key)
+        self.store.delivered(item.key, item.message)
         if self._on_delivered is not None:
             self._on_delivered(item.message, self.clock.seconds() - item.queued_at)
         if queue:
@@ -195,11 +252,20 @@ class Delivery:
             del self._queues[pile]
         if item.waiter is not None:
             item.waiter.callback(None)
+        if self.pressure:
+            self._check_pressure()
         self._pump()
 
     def _failed(self, failure: Failure, pile: str, item: _Item) -> None:
         self._in_flight -= 1
+        self.retries += 1
         self._last_error = failure.getErrorMessage()
+        if self._on_failed is not None:
+            self._on_failed(item.message, failure)
+        age = self.clock.seconds() - item.queued_at
+        if self.dead_letter_after is not None and age >= self.dead_letter_after:
+            self._bury(pile, item)
+            return
         delay = self.backoff.delay(item.attempts)
         log.warn(
             "delivery of {ft} for pile {pile_id} failed (attempt {attempts}): {error}; retry in {delay:.1f}s",
@@ -209,9 +275,32 @@ class Delivery:
             error=self._last_error,
             delay=delay,
         )
-        if self._on_failed is not None:
-            self._on_failed(item.message, failure)
         self._timers[pile] = self.clock.callLater(delay, self._retry, pile)
+        self._pump()
+
+    def _bury(self, pile: str, item: _Item) -> None:
+        """Move a message that kept failing to the dead letters; its pile's queue goes on."""
+        log.error(
+            "{ft} {message_id} of pile {pile_id} undeliverable for {age:.0f}s after {attempts} attempts: "
+            "moved to the dead letters",
+            ft=item.message.ft,
+            message_id=item.message.message_id,
+            pile_id=pile,
+            age=self.clock.seconds() - item.queued_at,
+            attempts=item.attempts,
+        )
+        queue = self._queues[pile]
+        queue.popleft()
+        self._depth -= 1
+        self.store.dead_letter(item.key, item.attempts, self._last_error)
+        if item.waiter is not None:
+            item.waiter.errback(Failure(RuntimeError(f"undeliverable: {self._last_error}")))
+        if queue:
+            self._ready.append(pile)
+        else:
+            del self._queues[pile]
+        if self.pressure:
+            self._check_pressure()
         self._pump()
 
     def _retry(self, pile: str) -> None:

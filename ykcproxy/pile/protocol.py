@@ -114,6 +114,16 @@ class PileProtocol(Protocol):
         else:
             self._arm_silence(timeout - idle)
 
+    def pause(self, paused: bool) -> None:
+        """Stop or resume reading from this pile; its silence timer is suspended meanwhile."""
+        if self.transport is None:
+            return
+        if paused:
+            self.transport.pauseProducing()  # type: ignore[attr-defined]
+        else:
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
+        self.suspend_silence(paused)
+
     def suspend_silence(self, suspended: bool) -> None:
         """While the proxy itself does not read this pile, its silence is not its fault."""
         self._silence_suspended = suspended

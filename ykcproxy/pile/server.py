@@ -65,6 +65,7 @@ class PileServerFactory(Factory):
         self.waiters = ReplyWaiters()
         self.connections: set[PileProtocol] = set()
         self.boot_id = os.urandom(6).hex()
+        self.paused = False
         self._counter = 0
         self.initial_crc_order = (
             CrcOrder.HIGH_FIRST if config.crc_mode is CrcMode.HIGH_FIRST else CrcOrder.LOW_FIRST
@@ -78,9 +79,17 @@ class PileServerFactory(Factory):
         self.metrics.gauge_function(self.metrics.piles, lambda: len(self.registry))
 
     # -- connections -------------------------------------------------------------
+    def pause_reading(self, paused: bool) -> None:
+        """Stop (or resume) reading from every pile: backpressure from the outbox."""
+        self.paused = paused
+        for proto in self.connections:
+            proto.pause(paused)
+
     def connection_made(self, proto: PileProtocol) -> None:
         """A pile connected (nothing is known of it until it logs in)."""
         self.connections.add(proto)
+        if self.paused:
+            proto.pause(True)
         self.log.debug("pile connection from {remote}", remote=proto.remote)
 
     def connection_lost(self, proto: PileProtocol, reason: str) -> None:

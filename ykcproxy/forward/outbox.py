@@ -1,0 +1,307 @@
+"""The durable outbox: SQLite (WAL) written by one dedicated thread.
+
+Every message is appended before it is forwarded and deleted once delivered.
+The writer thread takes whatever operations are queued, runs them in one
+transaction and commits (a group commit), then fires the Deferreds of the
+appends it committed on the reactor thread.  The reactor thread never
+touches the database.
+
+Tables:
+
+- ``outbox``: undelivered messages, in key order (the order piles sent them);
+- ``dead``: messages that kept failing for longer than the dead-letter time;
+  listed and replayed over REST;
+- ``records``: every 0x3B transaction record by tradeSeq, kept for the
+  retention time after delivery, for reconciliation.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ykcproxy.forward.base import Message
+
+log = Logger()
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    key INTEGER PRIMARY KEY,
+    pile_id TEXT NOT NULL,
+    ft TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead (
+    key INTEGER PRIMARY KEY,
+    pile_id TEXT NOT NULL,
+    ft TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created REAL NOT NULL,
+    failed_at REAL NOT NULL,
+    attempts INTEGER NOT NULL,
+    last_error TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS records (
+    trade_seq TEXT NOT NULL,
+    pile_id TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    received REAL NOT NULL,
+    times_received INTEGER NOT NULL DEFAULT 1,
+    delivered REAL,
+    PRIMARY KEY (trade_seq, pile_id)
+);
+CREATE INDEX IF NOT EXISTS records_delivered ON records (delivered);
+"""
+
+Op = Callable[[sqlite3.Connection], Any]
+
+
+class SqliteOutbox:
+    """A :class:`~ykcproxy.forward.delivery.Store` on SQLite, with its own writer thread.
+
+    ``reactor`` only needs ``callFromThread``; ``clock`` gives timestamps.
+    """
+
+    durable = True
+
+    def __init__(self, directory: str, reactor: Any, retention: float = 7 * 86400.0) -> None:
+        os.makedirs(directory, exist_ok=True)
+        self.path = os.path.join(directory, "outbox.sqlite3")
+        self.retention = retention
+        self._reactor = reactor
+        self._ops: queue.SimpleQueue[tuple[Op, Deferred[Any] | None] | None] = queue.SimpleQueue()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+        row = self._db.execute("SELECT max(m) FROM (SELECT max(key) m FROM outbox UNION ALL SELECT max(key) FROM dead)")
+        self._next_key = (row.fetchone()[0] or 0) + 1
+        self.dead_count = self._db.execute("SELECT count(*) FROM dead").fetchone()[0]
+        self.commits = 0
+        self._thread = threading.Thread(target=self._run, name="ykcproxy-outbox", daemon=True)
+        self._thread.start()
+        self._closed = False
+
+    # -- the writer thread ------------------------------------------------------
+    def _run(self) -> None:
+        db = self._db
+        ops = self._ops
+        while True:
+            first = ops.get()
+            batch = [first]
+            while True:
+                try:
+                    batch.append(ops.get_nowait())
+                except queue.Empty:
+                    break
+            stop = None in batch
+            work = [item for item in batch if item is not None]
+            results: list[tuple[Deferred[Any] | None, Any, bool]] = []
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                for op, d in work:
+                    try:
+                        results.append((d, op(db), True))
+                    except Exception:
+                        results.append((d, Failure(), False))
+                db.execute("COMMIT")
+                self.commits += 1
+            except Exception:
+                failure = Failure()
+                log.failure("outbox commit failed", failure)
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                results = [(d, failure, False) for _, d in work]
+            if results:
+                self._reactor.callFromThread(self._fire, results)
+            if stop:
+                db.close()
+                return
+
+    @staticmethod
+    def _fire(results: list[tuple[Deferred[Any] | None, Any, bool]]) -> None:
+        for d, value, ok in results:
+            if d is None:
+                continue
+            if ok:
+                d.callback(value)
+            else:
+                d.errback(value)
+
+    def run(self, op: Op) -> Deferred[Any]:
+        """Run ``op(connection)`` in the writer thread, in its own order; Deferred of its result."""
+        d: Deferred[Any] = Deferred()
+        self._ops.put((op, d))
+        return d
+
+    def _later(self, op: Op) -> None:
+        self._ops.put((op, None))
+
+    # -- Store ------------------------------------------------------------------------
+    def append(self, message: Message) -> tuple[int, Deferred[None]]:
+        """Queue the insert; the Deferred fires once it is committed."""
+        key = self._next_key
+        self._next_key += 1
+        now = time.time()
+        row = (key, message.pile_id, message.ft, message.message_id, message.payload, now)
+
+        def insert(db: sqlite3.Connection) -> None:
+            db.execute("INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?)", row)
+            if message.ft == "3b":
+                trade_seq = message.message_id.rsplit("-", 1)[-1]
+                db.execute(
+                    "INSERT INTO records (trade_seq, pile_id, message_id, payload, received) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (trade_seq, pile_id) DO UPDATE SET "
+                    "payload = excluded.payload, times_received = times_received + 1",
+                    (trade_seq, message.pile_id, message.message_id, message.payload, now),
+                )
+
+        return key, self.run(insert)
+
+    def delivered(self, key: int, message: Message | None = None) -> None:
+        """Queue the delete of a delivered message (and note a record's delivery)."""
+        now = time.time()
+
+        def delete(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM outbox WHERE key = ?", (key,))
+            if message is not None and message.ft == "3b":
+                db.execute(
+                    "UPDATE records SET delivered = ? WHERE message_id = ? AND pile_id = ?",
+                    (now, message.message_id, message.pile_id),
+                )
+
+        self._later(delete)
+
+    def dead_letter(self, key: int, attempts: int, error: str) -> None:
+        """Move an undeliverable message to the dead-letter table."""
+        now = time.time()
+        self.dead_count += 1
+
+        def move(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO dead SELECT key, pile_id, ft, message_id, payload, created, ?, ?, ? "
+                "FROM outbox WHERE key = ?",
+                (now, attempts, error, key),
+            )
+            db.execute("DELETE FROM outbox WHERE key = ?", (key,))
+
+        self._later(move)
+
+    # -- recovery, inspection and replay -------------------------------------------------
+    def pending(self) -> Deferred[list[tuple[int, Message, float]]]:
+        """Undelivered messages in order: (key, message, created)."""
+
+        def read(db: sqlite3.Connection) -> list[tuple[int, Message, float]]:
+            rows = db.execute("SELECT key, ft, pile_id, message_id, payload, created FROM outbox ORDER BY key")
+            return [(k, Message(ft, pile, mid, bytes(payload)), created) for k, ft, pile, mid, payload, created in rows]
+
+        return self.run(read)
+
+    def dead_letters(self, limit: int = 100) -> Deferred[list[dict[str, Any]]]:
+        """The oldest dead letters, as JSON-ready dicts."""
+
+        def read(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = db.execute(
+                "SELECT key, pile_id, ft, message_id, created, failed_at, attempts, last_error "
+                "FROM dead ORDER BY key LIMIT ?",
+                (limit,),
+            )
+            names = ("key", "id", "ft", "messageId", "createdAt", "failedAt", "attempts", "lastError")
+            out = []
+            for row in rows:
+                entry = dict(zip(names, row))
+                entry["createdAt"] = int(entry["createdAt"] * 1000)
+                entry["failedAt"] = int(entry["failedAt"] * 1000)
+                out.append(entry)
+            return out
+
+        return self.run(read)
+
+    def take_dead(self, keys: list[int] | None) -> Deferred[list[Message]]:
+        """Remove dead letters (all, or those ``keys``) and return them for replay, in order."""
+
+        def take(db: sqlite3.Connection) -> list[Message]:
+            if keys is None:
+                rows = db.execute("SELECT key, ft, pile_id, message_id, payload FROM dead ORDER BY key").fetchall()
+            else:
+                marks = ",".join("?" * len(keys))
+                rows = db.execute(
+                    f"SELECT key, ft, pile_id, message_id, payload FROM dead WHERE key IN ({marks}) ORDER BY key",
+                    keys,
+                ).fetchall()
+            db.executemany("DELETE FROM dead WHERE key = ?", [(r[0],) for r in rows])
+            return [Message(ft, pile, mid, bytes(payload)) for _, ft, pile, mid, payload in rows]
+
+        d = self.run(take)
+
+        def count(messages: list[Message]) -> list[Message]:
+            self.dead_count -= len(messages)
+            return messages
+
+        return d.addCallback(count)
+
+    def record(self, trade_seq: str) -> Deferred[list[dict[str, Any]]]:
+        """Every stored 0x3B with this tradeSeq (one per pile, normally one)."""
+
+        def read(db: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = db.execute(
+                "SELECT pile_id, message_id, payload, received, times_received, delivered "
+                "FROM records WHERE trade_seq = ?",
+                (trade_seq,),
+            )
+            out = []
+            for pile, mid, payload, received, times, delivered in rows:
+                out.append(
+                    {
+                        "id": pile,
+                        "messageId": mid,
+                        "receivedAt": int(received * 1000),
+                        "timesReceived": times,
+                        "deliveredAt": int(delivered * 1000) if delivered else None,
+                        "message": __import__("json").loads(payload),
+                    }
+                )
+            return out
+
+        return self.run(read)
+
+    def purge(self) -> Deferred[int]:
+        """Drop delivered records older than the retention; returns how many."""
+        cutoff = time.time() - self.retention
+
+        def purge(db: sqlite3.Connection) -> int:
+            return db.execute("DELETE FROM records WHERE delivered IS NOT NULL AND delivered < ?", (cutoff,)).rowcount
+
+        return self.run(purge)
+
+    def close(self) -> Deferred[None]:
+        """Commit what is queued, close the database and end the thread."""
+        if self._closed:
+            d: Deferred[None] = Deferred()
+            d.callback(None)
+            return d
+        self._closed = True
+        done: Deferred[None] = Deferred()
+        self._ops.put(None)
+
+        def joined() -> None:
+            self._thread.join()
+            self._reactor.callFromThread(done.callback, None)
+
+        threading.Thread(target=joined, name="ykcproxy-outbox-join", daemon=True).start()
+        return done
