@@ -119,9 +119,7 @@ def start_proxy(test: TestCase, **settings: Any) -> ProxyService:
 
 
 @inlineCallbacks
-def connect_pile(
-    test: TestCase, service: ProxyService, crc_order: CrcOrder = CrcOrder.LOW_FIRST
-) -> Any:
+def connect_pile(test: TestCase, service: ProxyService, crc_order: CrcOrder = CrcOrder.LOW_FIRST) -> Any:
     """A raw-socket pile connected to the proxy's pile port (closed at cleanup)."""
     link = PileLink(crc_order=crc_order)
     yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", service.tcp_port), link)

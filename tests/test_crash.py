@@ -143,10 +143,10 @@ class KillNine(TestCase):
             links[pile] = link
 
         def all_in(posts: list) -> bool:
-            delivered = {(p.body.get("id"), p.body.get("tradeSeq")) for p in posts if p.path in ("/13", "/3b")}
-            return all(
-                (pile, t) in delivered for pile in PILES for t in phase1[pile] + records_sent[pile]
-            )
+            delivered = {
+                (p.body.get("id"), p.body.get("tradeSeq")) for p in posts if p.path in ("/13", "/3b")
+            }
+            return all((pile, t) in delivered for pile in PILES for t in phase1[pile] + records_sent[pile])
 
         yield consumer.wait_for(all_in, timeout=30)
         # Every frame of phase 1 and every record, in per-pile order of first delivery.

@@ -162,7 +162,9 @@ class Logins(TestCase):
         stranger.send(0x01, example(0x01, PILE))
         yield settle(0.1)
         self.assertTrue(real.connected)
-        self.assertIs(proxy.piles.registry.get(PILE).connection.remote, proxy.piles.registry.get(PILE).connection.remote)
+        self.assertIs(
+            proxy.piles.registry.get(PILE).connection.remote, proxy.piles.registry.get(PILE).connection.remote
+        )
         real.send(0x03, example(0x03, PILE))
         yield real.expect(0x04)
 

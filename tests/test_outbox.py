@@ -21,7 +21,9 @@ FAST = {"retry_first": 0.02, "retry_max": 0.1}
 def in_pile_order(test: TestCase, posts: list, pile_ids: list[str]) -> None:
     """Per pile, the consumer saw the frames in the order the pile sent them (by seq)."""
     for pile in pile_ids:
-        seqs = [p.body["header"]["seq"] for p in posts if p.body.get("id") == pile and "seq" in p.body["header"]]
+        seqs = [
+            p.body["header"]["seq"] for p in posts if p.body.get("id") == pile and "seq" in p.body["header"]
+        ]
         first = []
         for s in seqs:  # duplicates of at-least-once delivery are allowed, reordering is not
             if s not in first:
@@ -103,7 +105,9 @@ class ConsumerOutage(TestCase):
         consumer, url = start_consumer(self)
         failing = {"on": True}
         consumer.answer = lambda post: 500 if failing["on"] else 200
-        proxy = start_proxy(self, servers=url, auto_verification=True, auto_transaction_record_confirm=True, **FAST)
+        proxy = start_proxy(
+            self, servers=url, auto_verification=True, auto_transaction_record_confirm=True, **FAST
+        )
         links = []
         for pile in PILES:
             link = yield login(self, proxy, pile)

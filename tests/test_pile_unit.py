@@ -79,7 +79,9 @@ class Rig:
         return proto, transport
 
     @staticmethod
-    def send(proto: Any, code: int, fields: dict[str, Any], seq: int = 0, order: CrcOrder = CrcOrder.LOW_FIRST) -> None:
+    def send(
+        proto: Any, code: int, fields: dict[str, Any], seq: int = 0, order: CrcOrder = CrcOrder.LOW_FIRST
+    ) -> None:
         body = CODEC.encode_body(code, CODEC.check(code, fields))
         proto.dataReceived(encode_frame(code, seq, body, order))
 

@@ -140,9 +140,26 @@ class Options(usage.Options):
         ["httpConcurrency", None, 64, "Webhook POSTs in flight at most.", _count],
         ["maxBodyBytes", None, 65536, "Largest REST request body accepted.", _count],
         ["apiToken", None, "", "If set, REST calls need 'Authorization: Bearer <token>'."],
-        ["dataDir", None, "./ykcproxy-data", "Directory of the durable outbox ('' keeps messages in memory only)."],
-        ["retentionDays", None, 7.0, "Days delivered 0x3B records are kept for GET /transactions.", _positive],
-        ["deadLetterAfter", None, 86400.0, "Seconds a message may keep failing before it is a dead letter.", _positive],
+        [
+            "dataDir",
+            None,
+            "./ykcproxy-data",
+            "Directory of the durable outbox ('' keeps messages in memory only).",
+        ],
+        [
+            "retentionDays",
+            None,
+            7.0,
+            "Days delivered 0x3B records are kept for GET /transactions.",
+            _positive,
+        ],
+        [
+            "deadLetterAfter",
+            None,
+            86400.0,
+            "Seconds a message may keep failing before it is a dead letter.",
+            _positive,
+        ],
         ["retryMaxDelay", None, 30.0, "Longest wait between delivery retries, in seconds.", _positive],
         ["outboxLimit", None, 100000, "Undelivered messages at which reading from piles pauses.", _count],
     ]
@@ -156,7 +173,7 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         # Defaults are given as text (so --help shows them as typed); coerce them too.
-        for name, _, default, _, coerce in (p + [None] * (5 - len(p)) for p in self.optParameters):
+        for name, _, _default, _, coerce in (p + [None] * (5 - len(p)) for p in self.optParameters):
             if coerce is not None and isinstance(self[name], str):
                 try:
                     self[name] = coerce(self[name])
@@ -234,7 +251,7 @@ class ListenerService(Service):
         if self.port is None:
             return None
         port, self.port = self.port, None
-        return maybeDeferred(port.stopListening)
+        return maybeDeferred(port.stopListening)  # type: ignore[call-overload]
 
 
 class PileListenerService(ListenerService):
@@ -255,7 +272,9 @@ class ForwarderService(Service):
     #: How often delivered 0x3B records past their retention are purged.
     PURGE_INTERVAL = 3600.0
 
-    def __init__(self, publisher: IPublisher, delivery: Delivery, outbox: SqliteOutbox | None, clock: Any) -> None:
+    def __init__(
+        self, publisher: IPublisher, delivery: Delivery, outbox: SqliteOutbox | None, clock: Any
+    ) -> None:
         self.publisher = publisher
         self.delivery = delivery
         self.outbox = outbox
@@ -266,7 +285,9 @@ class ForwarderService(Service):
     def startService(self) -> None:
         super().startService()
         d = self.publisher.start()
-        d.addErrback(lambda f: log.error("{name} forwarder not started: {e}", name=self.publisher.name, e=f.value))
+        d.addErrback(
+            lambda f: log.error("{name} forwarder not started: {e}", name=self.publisher.name, e=f.value)
+        )
         if self.outbox is None:
             self.recovered.callback(0)
             return
@@ -347,7 +368,9 @@ class ProxyService(MultiService):
                 self.outbox = SqliteOutbox(config.data_dir, reactor, retention=config.retention_days * 86400)
                 log.info("durable outbox at {path}", path=self.outbox.path)
             else:
-                log.warn("--dataDir is empty: undelivered messages are kept in memory only and lost on a crash")
+                log.warn(
+                    "--dataDir is empty: undelivered messages are kept in memory only and lost on a crash"
+                )
             self.delivery = Delivery(
                 self.publisher,
                 reactor,
@@ -371,7 +394,9 @@ class ProxyService(MultiService):
             self.forwarder.setServiceParent(self)
         codec = Codec(ctx=Context(tz=config.tz))
         self.piles = PileServerFactory(config, reactor, self.delivery, self.metrics, codec)
-        self.pile_listener = PileListenerService("pile port", reactor, config.host, config.tcp_port, self.piles)
+        self.pile_listener = PileListenerService(
+            "pile port", reactor, config.host, config.tcp_port, self.piles
+        )
         self.pile_listener.setServiceParent(self)
         from ykcproxy.api import outbox_routes
         from ykcproxy.api.app import ControlApi
@@ -425,6 +450,24 @@ class ProxyService(MultiService):
         return int(self.rest_listener.port.getHost().port)  # type: ignore[attr-defined]
 
 
+def raise_open_file_limit() -> int:
+    """Raise the soft limit of open files to the hard limit (each pile is a socket)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as e:
+            log.warn(
+                "could not raise the open-file limit from {soft} to {hard}: {e}", soft=soft, hard=hard, e=e
+            )
+            return soft
+    return hard
+
+
 def makeService(options: Options) -> IService:
     """Build the proxy service from parsed options (for the twistd plugin)."""
+    limit = raise_open_file_limit()
+    log.info("open-file limit: {limit} (about as many piles)", limit=limit)
     return ProxyService(options.config)

@@ -27,7 +27,9 @@ OPENAPI_PATHS: dict[str, Any] = {
         "get": {
             "operationId": "transaction",
             "summary": "stored 0x3B records with this tradeSeq (kept for the retention time)",
-            "parameters": [{"name": "trade_seq", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "parameters": [
+                {"name": "trade_seq", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
             "responses": {
                 "200": _json_answer("the records"),
                 "400": _json_answer("not a 32-digit tradeSeq"),
@@ -40,7 +42,12 @@ OPENAPI_PATHS: dict[str, Any] = {
             "operationId": "outbox",
             "summary": "queue depth, oldest undelivered age, retries and dead letters",
             "parameters": [
-                {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}}
+                {
+                    "name": "limit",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 1},
+                }
             ],
             "responses": {"200": _json_answer("the outbox state"), "400": _json_answer("bad limit")},
         }
@@ -116,7 +123,8 @@ def install(api: ControlApi, delivery: Delivery | None, outbox: SqliteOutbox | N
             raise ApiError(400, "body: must be a JSON object")
         keys = body.get("keys")
         if keys is not None and (
-            not isinstance(keys, list) or not all(isinstance(k, int) and not isinstance(k, bool) for k in keys)
+            not isinstance(keys, list)
+            or not all(isinstance(k, int) and not isinstance(k, bool) for k in keys)
         ):
             raise ApiError(400, "keys: must be an array of integers (the dead letters' keys)")
         messages = yield outbox.take_dead(keys)

@@ -57,7 +57,12 @@ class MemoryStore:
         pass
 
     def dead_letter(self, key: int, attempts: int, error: str) -> None:
-        log.error("message {key} dropped after {attempts} attempts: {error}", key=key, attempts=attempts, error=error)
+        log.error(
+            "message {key} dropped after {attempts} attempts: {error}",
+            key=key,
+            attempts=attempts,
+            error=error,
+        )
 
 
 @attrs.define(eq=False)

@@ -17,6 +17,7 @@ Tables:
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import sqlite3
@@ -87,7 +88,9 @@ class SqliteOutbox:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
-        row = self._db.execute("SELECT max(m) FROM (SELECT max(key) m FROM outbox UNION ALL SELECT max(key) FROM dead)")
+        row = self._db.execute(
+            "SELECT max(m) FROM (SELECT max(key) m FROM outbox UNION ALL SELECT max(key) FROM dead)"
+        )
         self._next_key = (row.fetchone()[0] or 0) + 1
         self.dead_count = self._db.execute("SELECT count(*) FROM dead").fetchone()[0]
         self.commits = 0
@@ -207,8 +210,13 @@ class SqliteOutbox:
         """Undelivered messages in order: (key, message, created)."""
 
         def read(db: sqlite3.Connection) -> list[tuple[int, Message, float]]:
-            rows = db.execute("SELECT key, ft, pile_id, message_id, payload, created FROM outbox ORDER BY key")
-            return [(k, Message(ft, pile, mid, bytes(payload)), created) for k, ft, pile, mid, payload, created in rows]
+            rows = db.execute(
+                "SELECT key, ft, pile_id, message_id, payload, created FROM outbox ORDER BY key"
+            )
+            return [
+                (k, Message(ft, pile, mid, bytes(payload)), created)
+                for k, ft, pile, mid, payload, created in rows
+            ]
 
         return self.run(read)
 
@@ -237,11 +245,14 @@ class SqliteOutbox:
 
         def take(db: sqlite3.Connection) -> list[Message]:
             if keys is None:
-                rows = db.execute("SELECT key, ft, pile_id, message_id, payload FROM dead ORDER BY key").fetchall()
+                rows = db.execute(
+                    "SELECT key, ft, pile_id, message_id, payload FROM dead ORDER BY key"
+                ).fetchall()
             else:
                 marks = ",".join("?" * len(keys))
                 rows = db.execute(
-                    f"SELECT key, ft, pile_id, message_id, payload FROM dead WHERE key IN ({marks}) ORDER BY key",
+                    "SELECT key, ft, pile_id, message_id, payload FROM dead "
+                    f"WHERE key IN ({marks}) ORDER BY key",
                     keys,
                 ).fetchall()
             db.executemany("DELETE FROM dead WHERE key = ?", [(r[0],) for r in rows])
@@ -273,7 +284,7 @@ class SqliteOutbox:
                         "receivedAt": int(received * 1000),
                         "timesReceived": times,
                         "deliveredAt": int(delivered * 1000) if delivered else None,
-                        "message": __import__("json").loads(payload),
+                        "message": json.loads(payload),
                     }
                 )
             return out
@@ -285,7 +296,9 @@ class SqliteOutbox:
         cutoff = time.time() - self.retention
 
         def purge(db: sqlite3.Connection) -> int:
-            return db.execute("DELETE FROM records WHERE delivered IS NOT NULL AND delivered < ?", (cutoff,)).rowcount
+            return db.execute(
+                "DELETE FROM records WHERE delivered IS NOT NULL AND delivered < ?", (cutoff,)
+            ).rowcount
 
         return self.run(purge)
 

@@ -26,8 +26,8 @@ from ykcproxy.pile.session import PileSession
 from ykcproxy.pile.waiters import ReplyWaiters
 from ykcproxy.wire.codec import Codec, DecodeError
 from ykcproxy.wire.crc import CrcOrder
-from ykcproxy.wire.frames import Direction
 from ykcproxy.wire.framer import FramingError, RawFrame
+from ykcproxy.wire.frames import Direction
 
 LOGIN, LOGIN_REPLY = 0x01, 0x02
 HEARTBEAT, HEARTBEAT_REPLY = 0x03, 0x04
@@ -44,7 +44,7 @@ _to_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 class PileServerFactory(Factory):
     """Builds :class:`PileProtocol` connections and decides what frames do."""
 
-    protocol = PileProtocol
+    protocol = PileProtocol  # type: ignore[assignment]
     log = Logger()
     noisy = False
 
@@ -163,7 +163,9 @@ class PileServerFactory(Factory):
         if code == HEARTBEAT:
             session.guns.setdefault(fields["gun"], {})["gunStatus"] = fields["gunStatus"]
             if self.config.auto_heartbeat_response:
-                self.send(session, HEARTBEAT_REPLY, {"id": pile_id, "gun": fields["gun"], "response": 0}, frame.seq)
+                self.send(
+                    session, HEARTBEAT_REPLY, {"id": pile_id, "gun": fields["gun"], "response": 0}, frame.seq
+                )
         elif code == REALTIME:
             gun = session.guns.setdefault(fields["gunId"], {})
             gun.update(status=fields["status"], plugged=fields["plugged"], tradeSeq=fields["tradeSeq"])
@@ -289,7 +291,9 @@ class PileServerFactory(Factory):
         safe.addErrback(lambda f: self.log.failure("storing record {t}", f, t=trade_seq))
 
     # -- output ----------------------------------------------------------------------
-    def send(self, session: PileSession, code: int, fields: Mapping[str, Any], seq: int | None = None) -> bytes:
+    def send(
+        self, session: PileSession, code: int, fields: Mapping[str, Any], seq: int | None = None
+    ) -> bytes:
         """Encode and write a platform→pile frame; ``seq`` defaults to the session's next."""
         if seq is None:
             seq = session.next_seq()
@@ -348,4 +352,3 @@ class PileServerFactory(Factory):
         header = {"frameId": kind, "messageId": mid, "receivedAt": int(self.clock.seconds() * 1000)}
         payload = _to_json({"header": header, "id": pile_id, **extra}).encode()
         self.forward.submit(Message(kind, pile_id, mid, payload))
-

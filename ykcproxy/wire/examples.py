@@ -23,14 +23,14 @@ def example_value(field: Field, pile_id: str = EXAMPLE_PILE, salt: int = 0) -> A
     if isinstance(field, GunBin):
         return "01"
     if isinstance(field, Hex):
-        return ("%02X" % (0x10 + salt % 200)) * field.n
+        return f"{0x10 + salt % 200:02X}" * field.n
     if isinstance(field, Bcd):
         if name == "id":
             return pile_id
         if name in ("gun", "gunId"):
             return "01"
         if name == "tradeSeq":
-            return (pile_id + "01" + "250102030405" + "%04d" % (salt % 10000))[: 2 * field.n]
+            return (pile_id + "01" + "250102030405" + f"{salt % 10000:04d}")[: 2 * field.n]
         digits = "".join(str((i + salt) % 10) for i in range(2 * field.n))
         return digits
     if isinstance(field, Bool):

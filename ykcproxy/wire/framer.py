@@ -51,9 +51,7 @@ class Framer:
     ``orders`` lists the CRC byte orders accepted (both by default).
     """
 
-    def __init__(
-        self, orders: tuple[CrcOrder, ...] = (CrcOrder.LOW_FIRST, CrcOrder.HIGH_FIRST)
-    ) -> None:
+    def __init__(self, orders: tuple[CrcOrder, ...] = (CrcOrder.LOW_FIRST, CrcOrder.HIGH_FIRST)) -> None:
         self._buf = bytearray()
         self._orders = orders
 
@@ -82,11 +80,7 @@ class Framer:
                     nxt = buf.find(START, pos)
                     if nxt < 0:
                         nxt = end
-                    out.append(
-                        FramingError(
-                            "garbage", bytes(buf[pos:nxt]), "bytes before a start byte"
-                        )
-                    )
+                    out.append(FramingError("garbage", bytes(buf[pos:nxt]), "bytes before a start byte"))
                     pos = nxt
                     continue
                 if end - pos < 2:
@@ -108,17 +102,9 @@ class Framer:
                 inner = bytes(buf[pos + 2 : pos + 2 + length])
                 crc = crc16(inner)
                 lo, hi = buf[pos + total - 2], buf[pos + total - 1]
-                if (
-                    lo == (crc & 0xFF)
-                    and hi == (crc >> 8)
-                    and CrcOrder.LOW_FIRST in orders
-                ):
+                if lo == (crc & 0xFF) and hi == (crc >> 8) and CrcOrder.LOW_FIRST in orders:
                     order = CrcOrder.LOW_FIRST
-                elif (
-                    hi == (crc & 0xFF)
-                    and lo == (crc >> 8)
-                    and CrcOrder.HIGH_FIRST in orders
-                ):
+                elif hi == (crc & 0xFF) and lo == (crc >> 8) and CrcOrder.HIGH_FIRST in orders:
                     order = CrcOrder.HIGH_FIRST
                 else:
                     out.append(
