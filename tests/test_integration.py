@@ -188,3 +188,30 @@ class Logins(TestCase):
         for kind in ("garbage", "crc", "decode", "unknown_type", "length"):
             self.assertIn(f'ykc_frame_errors_total{{kind="{kind}"}}', errors)
         self.assertTrue(link.connected)
+
+
+class BatchMode(TestCase):
+    """Opt-in HTTP batch mode: JSON arrays POSTed to <endpoint>/batch, per-pile order kept."""
+
+    @inlineCallbacks
+    def test_batches_in_order(self):
+        consumer, url = start_consumer(self)
+        proxy = start_proxy(self, servers=url, auto_verification=True, http_batch=20)
+        piles = [f"3201020000001{i}" for i in range(3)]
+        links = []
+        for pile in piles:
+            link = yield login(self, proxy, pile)
+            links.append(link)
+        for i in range(30):
+            for pile, link in zip(piles, links):
+                link.send(0x13, example(0x13, pile, salt=i))
+        yield consumer.wait_for(lambda posts: sum(len(p.body) for p in posts) >= 3 * 32)
+        self.assertEqual({p.path for p in consumer.posts}, {"/batch"})
+        self.assertGreater(max(len(p.body) for p in consumer.posts), 1)
+        self.assertLessEqual(max(len(p.body) for p in consumer.posts), 20)
+        messages = [m for p in consumer.posts for m in p.body]
+        for pile in piles:
+            trades = [
+                m["tradeSeq"] for m in messages if m.get("id") == pile and m["header"]["frameId"] == "13"
+            ]
+            self.assertEqual(trades, [example(0x13, pile, salt=i)["tradeSeq"] for i in range(30)])

@@ -57,6 +57,7 @@ class ProxyConfig:
     tz: datetime.tzinfo = SHANGHAI
     http_timeout: float = 10.0
     http_concurrency: int = 64
+    http_batch: int = 0
     max_body_bytes: int = 64 * 1024
     api_token: str = ""
     data_dir: str = "./ykcproxy-data"

@@ -84,6 +84,16 @@ def _count(value: str) -> int:
     return number
 
 
+def _whole(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a whole number") from None
+    if number < 0:
+        raise ValueError(f"{value!r} must not be negative")
+    return number
+
+
 def _messaging(value: str) -> MessagingType:
     try:
         return MessagingType(value.strip().lower())
@@ -138,6 +148,13 @@ class Options(usage.Options):
         ["timezone", None, "Asia/Shanghai", "Time zone of the pile clocks (CP56Time2a).", _zone],
         ["httpTimeout", None, 10.0, "Seconds a webhook POST may take.", _positive],
         ["httpConcurrency", None, 64, "Webhook POSTs in flight at most.", _count],
+        [
+            "httpBatch",
+            None,
+            0,
+            "Batch mode: POST up to this many messages as one JSON array to <endpoint>/batch (0: off).",
+            _whole,
+        ],
         ["maxBodyBytes", None, 65536, "Largest REST request body accepted.", _count],
         ["apiToken", None, "", "If set, REST calls need 'Authorization: Bearer <token>'."],
         [
@@ -207,6 +224,7 @@ class Options(usage.Options):
             tz=tz,
             http_timeout=self["httpTimeout"],
             http_concurrency=self["httpConcurrency"],
+            http_batch=self["httpBatch"],
             max_body_bytes=self["maxBodyBytes"],
             api_token=self["apiToken"],
             data_dir=self["dataDir"],
@@ -375,7 +393,8 @@ class ProxyService(MultiService):
                 self.publisher,
                 reactor,
                 store=self.outbox,
-                max_in_flight=config.http_concurrency if config.messaging is MessagingType.HTTP else 4096,
+                max_in_flight=self._max_in_flight(config),
+                batch_size=config.http_batch if config.messaging is MessagingType.HTTP else 0,
                 on_delivered=lambda m, latency: self.metrics.delivered(m.ft, latency),
                 on_failed=lambda m, f: self.metrics.forward_failed.inc(),
                 backoff=Backoff(config.retry_first, config.retry_max),
@@ -412,6 +431,17 @@ class ProxyService(MultiService):
         site.noisy = False
         self.rest_listener = ListenerService("REST API", reactor, config.host, config.http_port, site)
         self.rest_listener.setServiceParent(self)
+
+    #: Batch POSTs in flight at once in HTTP batch mode (fewer, larger batches).
+    BATCHES_IN_FLIGHT = 4
+
+    @classmethod
+    def _max_in_flight(cls, config: ProxyConfig) -> int:
+        if config.messaging is not MessagingType.HTTP:
+            return 4096
+        if config.http_batch:
+            return min(config.http_concurrency, cls.BATCHES_IN_FLIGHT)
+        return config.http_concurrency
 
     def health(self) -> dict[str, Any]:
         """What /healthz reports: listening, and whether the forwarder is usable."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Callable
+from itertools import islice
 from typing import Any, Protocol
 
 import attrs
@@ -102,6 +103,7 @@ class Delivery:
         dead_letter_after: float | None = None,
         high_water: int | None = None,
         on_pressure: Callable[[bool], None] | None = None,
+        batch_size: int = 0,
     ) -> None:
         self.publisher = publisher
         self.clock = clock
@@ -125,6 +127,8 @@ class Delivery:
         self._on_pressure = on_pressure
         self.pressure = False
         self.retries = 0
+        #: With a batch size, the publisher's ``publish_batch`` sends up to that many at once.
+        self.batch_size = batch_size
 
     # -- introspection --------------------------------------------------
     @property
@@ -234,53 +238,79 @@ class Delivery:
         try:
             ready = self._ready
             while ready and self._in_flight < self.max_in_flight:
-                pile = ready.popleft()
-                item = self._queues[pile][0]
-                item.attempts += 1
                 self._in_flight += 1
-                d = self.publisher.publish(item.message)
-                d.addCallbacks(self._sent, self._failed, callbackArgs=(pile, item), errbackArgs=(pile, item))
+                if self.batch_size:
+                    groups = self._take_batch()
+                    messages = [item.message for _, items in groups for item in items]
+                    d = self.publisher.publish_batch(messages)  # type: ignore[attr-defined]
+                else:
+                    pile = ready.popleft()
+                    head = self._queues[pile][0]
+                    head.attempts += 1
+                    groups = [(pile, [head])]
+                    d = self.publisher.publish(head.message)
+                d.addCallbacks(self._sent, self._failed, callbackArgs=(groups,), errbackArgs=(groups,))
         finally:
             self._pumping = False
 
-    def _sent(self, _: object, pile: str, item: _Item) -> None:
+    def _take_batch(self) -> list[tuple[str, list[_Item]]]:
+        """Up to ``batch_size`` messages: the queued ones of ready piles, each pile's in order."""
+        groups = []
+        room = self.batch_size
+        ready = self._ready
+        while ready and room > 0:
+            pile = ready.popleft()
+            items = list(islice(self._queues[pile], room))
+            for item in items:
+                item.attempts += 1
+            groups.append((pile, items))
+            room -= len(items)
+        return groups
+
+    def _sent(self, _: object, groups: list[tuple[str, list[_Item]]]) -> None:
         self._in_flight -= 1
-        self._depth -= 1
-        queue = self._queues[pile]
-        queue.popleft()
-        self.store.delivered(item.key, item.message)
-        if self._on_delivered is not None:
-            self._on_delivered(item.message, self.clock.seconds() - item.queued_at)
-        if queue:
-            self._ready.append(pile)
-        else:
-            del self._queues[pile]
-        if item.waiter is not None:
-            item.waiter.callback(None)
+        now = self.clock.seconds()
+        for pile, items in groups:
+            queue = self._queues[pile]
+            for item in items:
+                queue.popleft()
+                self._depth -= 1
+                self.store.delivered(item.key, item.message)
+                if self._on_delivered is not None:
+                    self._on_delivered(item.message, now - item.queued_at)
+                if item.waiter is not None:
+                    item.waiter.callback(None)
+            if queue:
+                self._ready.append(pile)
+            else:
+                del self._queues[pile]
         if self.pressure:
             self._check_pressure()
         self._pump()
 
-    def _failed(self, failure: Failure, pile: str, item: _Item) -> None:
+    def _failed(self, failure: Failure, groups: list[tuple[str, list[_Item]]]) -> None:
         self._in_flight -= 1
-        self.retries += 1
         self._last_error = failure.getErrorMessage()
-        if self._on_failed is not None:
-            self._on_failed(item.message, failure)
-        age = self.clock.seconds() - item.queued_at
-        if self.dead_letter_after is not None and age >= self.dead_letter_after:
-            self._bury(pile, item)
-            return
-        delay = self.backoff.delay(item.attempts)
-        log.warn(
-            "delivery of {ft} for pile {pile_id} failed (attempt {attempts}): {error}; retry in {delay:.1f}s",
-            ft=item.message.ft,
-            pile_id=pile,
-            attempts=item.attempts,
-            error=self._last_error,
-            delay=delay,
-        )
-        self._timers[pile] = self.clock.callLater(delay, self._retry, pile)
+        now = self.clock.seconds()
+        for pile, items in groups:
+            head = items[0]
+            self.retries += 1
+            if self._on_failed is not None:
+                self._on_failed(head.message, failure)
+            if self.dead_letter_after is not None and now - head.queued_at >= self.dead_letter_after:
+                self._bury(pile, head)
+                continue
+            delay = self.backoff.delay(head.attempts)
+            log.warn(
+                "delivery of {ft} for pile {pile_id} failed (attempt {attempts}): {error}; "
+                "retry in {delay:.1f}s",
+                ft=head.message.ft,
+                pile_id=pile,
+                attempts=head.attempts,
+                error=self._last_error,
+                delay=delay,
+            )
+            self._timers[pile] = self.clock.callLater(delay, self._retry, pile)
         self._pump()
 
     def _bury(self, pile: str, item: _Item) -> None:
@@ -306,7 +336,6 @@ class Delivery:
             del self._queues[pile]
         if self.pressure:
             self._check_pressure()
-        self._pump()
 
     def _retry(self, pile: str) -> None:
         self._timers.pop(pile, None)
