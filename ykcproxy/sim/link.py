@@ -39,7 +39,10 @@ class PileLink(Protocol):
 
     Frames read are given to the oldest :meth:`expect` waiting for their
     type, else to ``on_frame``, else kept in ``unclaimed`` for a later
-    :meth:`expect`.  ``received`` keeps every frame in order.
+    :meth:`expect`.  ``received`` keeps every frame in order (unless
+    ``keep`` is false).  ``on_connect``, ``on_lost`` and ``on_error`` (bytes
+    or bodies that could not be read; else kept in ``errors``) let a
+    simulated pile drive the link without subclassing it.
     """
 
     def __init__(
@@ -47,10 +50,20 @@ class PileLink(Protocol):
         codec: Codec = _DEFAULT_CODEC,
         crc_order: CrcOrder = CrcOrder.LOW_FIRST,
         on_frame: Callable[[Received], None] | None = None,
+        *,
+        on_connect: Callable[[PileLink], None] | None = None,
+        on_lost: Callable[[PileLink, Failure], None] | None = None,
+        on_error: Callable[[PileLink, Any], None] | None = None,
+        keep: bool = True,
     ) -> None:
         self.codec = codec
         self.crc_order = crc_order
         self.on_frame = on_frame
+        self.on_connect = on_connect
+        self.on_lost = on_lost
+        self.on_error = on_error
+        #: Whether ``received`` keeps every frame (a long-running simulated pile does not).
+        self.keep = keep
         self.received: list[Received] = []
         self.unclaimed: list[Received] = []
         self.errors: list[Any] = []
@@ -62,28 +75,40 @@ class PileLink(Protocol):
 
     def connectionMade(self) -> None:
         self.connected = True
+        if self.on_connect is not None:
+            self.on_connect(self)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.connected = False
+        failure = reason or Failure(ConnectionError("lost"))
         waiters, self._waiters = self._waiters, []
         for _, d in waiters:
-            d.errback(reason or Failure(ConnectionError("lost")))
+            d.errback(failure)
+        if self.on_lost is not None:
+            self.on_lost(self, failure)
         if not self.lost.called:
             self.lost.callback(None)
 
     def dataReceived(self, data: bytes) -> None:
         for item in self._framer.feed(data):
             if not isinstance(item, RawFrame):
-                self.errors.append(item)
+                self._error(item)
                 continue
             try:
                 fields = self.codec.decode_body(item.code, item.body)
             except Exception as e:  # a pile records what it cannot read
-                self.errors.append(e)
+                self._error(e)
                 continue
             got = Received(item.code, item.seq, fields, item.raw, item.crc_order)
-            self.received.append(got)
+            if self.keep:
+                self.received.append(got)
             self._dispatch(got)
+
+    def _error(self, error: Any) -> None:
+        if self.on_error is not None:
+            self.on_error(self, error)
+        else:
+            self.errors.append(error)
 
     def _dispatch(self, got: Received) -> None:
         for i, (code, d) in enumerate(self._waiters):
@@ -103,6 +128,13 @@ class PileLink(Protocol):
             seq = self.seq
             self.seq = (self.seq + 1) & 0xFFFF
         body = self.codec.encode_body(code, self.codec.check(code, dict(fields)))
+        return encode_frame(code, seq, body, self.crc_order)
+
+    def frame_body(self, code: int, body: bytes, seq: int | None = None) -> bytes:
+        """The bytes of a frame around an already encoded ``body`` (no checks: the fast path)."""
+        if seq is None:
+            seq = self.seq
+            self.seq = (self.seq + 1) & 0xFFFF
         return encode_frame(code, seq, body, self.crc_order)
 
     def send(self, code: int, fields: Mapping[str, Any], seq: int | None = None) -> bytes:
