@@ -247,3 +247,17 @@ class Sessions(TestCase):
         self.assertEqual(body["body"], "010203")
         self.assertTrue(body["header"]["encrypted"])
         self.assertEqual(body["id"], PILE)
+
+
+class StalledFalseStart(TestCase):
+    def test_false_start_with_large_length_is_given_up(self):
+        rig = Rig(auto_verification=True)
+        proto, transport = rig.connect()
+        login = CODEC.encode_body(0x01, CODEC.check(0x01, example(0x01, PILE)))
+        proto.dataReceived(b"\x68\xff" + encode_frame(0x01, 3, login))
+        self.assertEqual(rig.replies(transport), [])  # waiting for 259 bytes that never come
+        rig.clock.advance(3)
+        (reply,) = rig.replies(transport)
+        self.assertEqual((reply.code, reply.seq), (0x02, 3))
+        self.assertIn('kind="stall"', rig.factory.metrics.render().decode())
+        self.assertEqual(proto._framer.pending, 0)

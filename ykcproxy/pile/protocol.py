@@ -12,10 +12,15 @@ from twisted.python.failure import Failure
 from ykcproxy.pile.session import PileSession
 from ykcproxy.wire.codec import encode_frame
 from ykcproxy.wire.crc import CrcOrder
-from ykcproxy.wire.framer import Framer, RawFrame
+from ykcproxy.wire.framer import Framer, FramingError, RawFrame
 
 if TYPE_CHECKING:
     from ykcproxy.pile.server import PileServerFactory
+
+
+#: Seconds a partial frame may wait for the rest of its bytes before the framer
+#: gives up on its start byte and rescans (a false 0x68 with a large length byte).
+STALL_TIMEOUT = 3.0
 
 
 class PileProtocol(Protocol):
@@ -39,6 +44,7 @@ class PileProtocol(Protocol):
         self._framer: Framer | None = None
         self._silence: IDelayedCall | None = None
         self._silence_suspended = False
+        self._stall: IDelayedCall | None = None
 
     # -- connection lifecycle --------------------------------------------------
     def connectionMade(self) -> None:
@@ -52,9 +58,10 @@ class PileProtocol(Protocol):
         f.connection_made(self)
 
     def connectionLost(self, reason: Failure = Failure(error.ConnectionDone())) -> None:
-        if self._silence is not None and self._silence.active():
-            self._silence.cancel()
-        self._silence = None
+        for timer in (self._silence, self._stall):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._silence = self._stall = None
         if self.close_reason is None:
             self.close_reason = "closed" if reason.check(error.ConnectionDone) else "error"
         self.factory.connection_lost(self, self.close_reason)
@@ -72,8 +79,26 @@ class PileProtocol(Protocol):
     # -- input ------------------------------------------------------------------
     def dataReceived(self, data: bytes) -> None:
         assert self._framer is not None
+        self._handle(self._framer.feed(data))
+        stall = self._stall
+        if self._framer.pending:
+            if stall is None or not stall.active():
+                self._stall = self.factory.clock.callLater(STALL_TIMEOUT, self._stalled)
+            else:
+                stall.reset(STALL_TIMEOUT)
+        elif stall is not None and stall.active():
+            stall.cancel()
+
+    def _stalled(self) -> None:
+        self._stall = None
+        assert self._framer is not None
+        self._handle(self._framer.resync())
+        if self._framer.pending and self.close_reason is None:
+            self._stall = self.factory.clock.callLater(STALL_TIMEOUT, self._stalled)
+
+    def _handle(self, items: list[RawFrame | FramingError]) -> None:
         f = self.factory
-        for item in self._framer.feed(data):
+        for item in items:
             if isinstance(item, RawFrame):
                 self.last_seen = f.clock.seconds()
                 if self.crc_order is not item.crc_order and f.follow_crc_order:

@@ -60,11 +60,18 @@ class Framer:
         """How many bytes are waiting for the rest of their frame."""
         return len(self._buf)
 
-    def clear(self) -> bytes:
-        """Drop whatever is buffered (a stalled partial frame) and return it."""
-        data = bytes(self._buf)
-        self._buf.clear()
-        return data
+    def resync(self) -> list[RawFrame | FramingError]:
+        """Give up on a stalled partial frame: drop its start byte and look again.
+
+        A false start byte with a large length byte makes the framer wait for
+        bytes that will never come; the real frames behind it are found by
+        this rescan.
+        """
+        if not self._buf:
+            return []
+        dropped = bytes(self._buf[:1])
+        del self._buf[:1]
+        return [FramingError("stall", dropped, "partial frame never completed"), *self.feed(b"")]
 
     def feed(self, data: bytes) -> list[RawFrame | FramingError]:
         """Add ``data`` and return every frame and error it completes, in order."""
