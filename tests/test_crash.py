@@ -143,10 +143,13 @@ class KillNine(TestCase):
             links[pile] = link
 
         def all_in(posts: list) -> bool:
-            delivered = {
-                (p.body.get("id"), p.body.get("tradeSeq")) for p in posts if p.path in ("/13", "/3b")
-            }
-            return all((pile, t) in delivered for pile in PILES for t in phase1[pile] + records_sent[pile])
+            frames = {(p.body.get("id"), p.body.get("tradeSeq")) for p in posts if p.path == "/13"}
+            records = {(p.body.get("id"), p.body.get("tradeSeq")) for p in posts if p.path == "/3b"}
+            return all(
+                all((pile, t) in frames for t in phase1[pile])
+                and all((pile, t) in records for t in records_sent[pile])
+                for pile in PILES
+            )
 
         yield consumer.wait_for(all_in, timeout=30)
         # Every frame of phase 1 and every record, in per-pile order of first delivery.
