@@ -221,7 +221,19 @@ def start_proxy(
         *options,
     ]
     if profile:
-        argv = [str(BIN / "py-spy"), "record", "-r", "200", "-o", profile, "-f", "speedscope", "--", *argv]
+        argv = [
+            str(BIN / "py-spy"),
+            "record",
+            "--nonblocking",
+            "-r",
+            "100",
+            "-o",
+            profile,
+            "-f",
+            "raw",
+            "--",
+            *argv,
+        ]
     proc = Proc(name, argv, work / f"{name}.out")
     wait_port(tcp)
     wait_port(http)
