@@ -96,7 +96,7 @@ def install_reactor(kind: str) -> Any:
         if "uvloop" in kind:
             import uvloop
 
-            loop = uvloop.new_event_loop()
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
         else:
             loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
@@ -291,6 +291,8 @@ def child_echo(variant: str) -> None:
     from twisted.internet.protocol import Factory, Protocol
 
     class Echo(Protocol):
+        transport: Any
+
         def dataReceived(self, data: bytes) -> None:
             self.transport.write(data)
 

@@ -35,7 +35,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -141,7 +141,9 @@ class NatsPublisher:
         messages already handed over, then fails the rest.
     :param client_name: the connection name shown in NATS monitoring.
     :param tls: an SSL context for ``tls://`` servers (default: system CAs).
-    :param use_uvloop: run the NATS thread's event loop on uvloop.
+    :param use_uvloop: run the NATS thread's event loop on uvloop; None (the
+        default): when uvloop is installed (its cross-thread wake-ups are
+        cheaper, see ``doc/nats.md``).
     """
 
     name = "nats"
@@ -163,7 +165,7 @@ class NatsPublisher:
         stop_timeout: float = 5.0,
         client_name: str = "ykcproxy",
         tls: ssl.SSLContext | None = None,
-        use_uvloop: bool = False,
+        use_uvloop: bool | None = None,
     ) -> None:
         if isinstance(servers, str):
             servers = [s for s in servers.split(",") if s.strip()]
@@ -196,7 +198,14 @@ class NatsPublisher:
         self.stop_timeout = stop_timeout
         self.client_name = client_name
         self._tls = tls
-        self._use_uvloop = use_uvloop
+        if use_uvloop is None:
+            try:
+                import uvloop  # noqa: F401
+            except ImportError:
+                use_uvloop = False
+            else:
+                use_uvloop = True
+        self.use_uvloop = use_uvloop
         self._reactor: Any = reactor
         self._log = Logger(namespace="ykcproxy.forward.nats")
         self._shown_servers = [redact_server(s) for s in self.servers]
@@ -209,11 +218,12 @@ class NatsPublisher:
         self._stop_guard: Any = None
         self._thread: threading.Thread | None = None
 
-        # Shared between the threads, always under the lock.
-        self._lock = threading.Lock()
-        self._inbox: list[_Item] = []
+        # The two hand-offs.  deque.append/popleft are atomic; each side clears
+        # its "scheduled" flag *before* draining, and the other side appends
+        # *before* testing the flag, so no wake-up is ever lost.
+        self._inbox: deque[_Item] = deque()
         self._inbox_scheduled = False
-        self._results: list[tuple[Deferred[None], str | None]] = []
+        self._results: deque[tuple[list[_Item], str | None]] = deque()
         self._results_scheduled = False
 
         # Written by the NATS thread, read by health() (plain attribute reads).
@@ -263,7 +273,7 @@ class NatsPublisher:
         """
         if self._state != "new":
             return fail(NatsConnectError(f"NatsPublisher.start() called when {self._state}"))
-        if self._use_uvloop:
+        if self.use_uvloop:
             import uvloop
 
             loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
@@ -277,8 +287,9 @@ class NatsPublisher:
         self._thread = threading.Thread(target=self._thread_main, name="ykcproxy-nats", daemon=True)
         self._thread.start()
         self._log.info(
-            "connecting to NATS {servers} (jetstream={jetstream}, subjects {prefix}.<ft>)",
+            "connecting to NATS {servers} (jetstream={jetstream}, subjects {prefix}.<ft>, uvloop={uvloop})",
             servers=self._shown_servers,
+            uvloop=self.use_uvloop,
             jetstream=self.jetstream,
             prefix=self.subject_prefix,
         )
@@ -290,18 +301,15 @@ class NatsPublisher:
             return fail(PublishError(f"NATS publisher is {self._state}, not running"))
         d: Deferred[None] = Deferred()
         item = _Item(message, d, time.monotonic() + self.publish_timeout)
-        with self._lock:
-            self._inbox.append(item)
-            wake = not self._inbox_scheduled
+        self._inbox.append(item)
+        if not self._inbox_scheduled:
             self._inbox_scheduled = True
-        if wake:
             assert self._loop is not None
             try:
                 self._loop.call_soon_threadsafe(self._wake)
             except RuntimeError:  # the loop is closed: only if the thread died
-                with self._lock:
-                    self._inbox.remove(item)
-                    self._inbox_scheduled = False
+                self._inbox_scheduled = False
+                self._inbox.remove(item)
                 return fail(PublishError("the NATS thread is not running"))
         return d
 
@@ -368,15 +376,16 @@ class NatsPublisher:
         )
 
     def _deliver_results(self) -> None:
-        with self._lock:
-            results = self._results
-            self._results = []
-            self._results_scheduled = False
-        for d, error in results:
+        self._results_scheduled = False
+        results = self._results
+        while results:
+            items, error = results.popleft()
             if error is None:
-                d.callback(None)
+                for item in items:
+                    item.deferred.callback(None)
             else:
-                d.errback(PublishError(error))
+                for item in items:
+                    item.deferred.errback(PublishError(error))
 
     def _thread_finished(self) -> None:
         if self._thread is not None:
@@ -435,18 +444,15 @@ class NatsPublisher:
         assert self._wakeup is not None
         self._wakeup.set()
 
-    def _report(self, items: Iterable[_Item], error: str | None) -> None:
+    def _report(self, items: list[_Item], error: str | None) -> None:
         """Send outcomes to the reactor thread (one callFromThread per batch)."""
-        results = [(item.deferred, error) for item in items]
-        if not results:
+        if not items:
             return
-        self._stats["confirmed" if error is None else "failed"] += len(results)
-        with self._lock:
-            self._results.extend(results)
-            if self._results_scheduled:
-                return
+        self._stats["confirmed" if error is None else "failed"] += len(items)
+        self._results.append((items, error))
+        if not self._results_scheduled:
             self._results_scheduled = True
-        self._call_in_reactor(self._deliver_results)
+            self._call_in_reactor(self._deliver_results)
 
     def _subject(self, ft: str) -> str:
         subject = self._subjects.get(ft)
@@ -499,7 +505,7 @@ class NatsPublisher:
             self._log_from_thread(
                 "warn",
                 "NATS client closed the connection for good ({error}); starting a new client",
-                error=self._last_error,
+                error=self._last_error or "no error reported",
             )
             await asyncio.sleep(max(self.reconnect_wait, 0.1))
 
@@ -539,6 +545,10 @@ class NatsPublisher:
         if nc is not self._nc:
             return
         self._last_error = _describe(e)
+        if self._error_logged != self._last_error:
+            # Log each distinct error once per outage, not every reconnect attempt.
+            self._error_logged = self._last_error
+            self._log_from_thread("warn", "NATS: {error}", error=self._last_error)
         if _is_auth_error(e) and not self._ever_connected:
             user = f" of user {self.username!r}" if self.username else ""
             reason = (
@@ -546,10 +556,6 @@ class NatsPublisher:
                 f"{self._last_error} (still retrying)"
             )
             self._call_in_reactor(self._fail_start, reason)
-        if self._error_logged != self._last_error:
-            # Log each distinct error once per outage, not every reconnect attempt.
-            self._error_logged = self._last_error
-            self._log_from_thread("warn", "NATS: {error}", error=self._last_error)
 
     async def _on_disconnected(self, nc: NATSClient) -> None:
         if self._connection_down(nc) and not self._stopping:
@@ -559,7 +565,12 @@ class NatsPublisher:
         self._connection_up(nc, first=False)
 
     async def _on_closed(self, nc: NATSClient, closed: asyncio.Event) -> None:
-        self._connection_down(nc)
+        if nc is self._nc:
+            self._connection_down(nc)
+            # What this client buffered for its next connection is gone with it:
+            # skip a number so that the next client's first connection does not
+            # confirm it.
+            self._gen += 1
         closed.set()
 
     # -- publishing ----------------------------------------------------
@@ -570,11 +581,10 @@ class NatsPublisher:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            with self._lock:
-                items = self._inbox
-                self._inbox = []
-                self._inbox_scheduled = False
-            self._backlog.extend(items)
+            self._inbox_scheduled = False
+            inbox = self._inbox
+            for _ in range(len(inbox)):
+                self._backlog.append(inbox.popleft())
             if not self._ever_connected:
                 # Do not let nats-py buffer before its first connection: it
                 # writes that buffer into a failed socket between attempts.
@@ -622,8 +632,8 @@ class NatsPublisher:
                     )
                 else:
                     # The connection this PUB goes out on: the current one, or
-                    # the next one when it is buffered while disconnected.
-                    item.gen = self._gen if self._up.is_set() else self._gen + 1
+                    # the next one when nats-py buffers it while reconnecting.
+                    item.gen = self._gen if self._up.is_set() and nc.is_connected else self._gen + 1
                     await nc.publish(subject, message.payload)
             except asyncio.CancelledError:
                 backlog.appendleft(item)
@@ -732,6 +742,9 @@ class NatsPublisher:
                     self._report(batch, f"NATS flush failed: {_describe(e)}")
                     continue
                 self._stats["flushes"] += 1
+                if batch[0].gen == gen:  # gens never decrease along the batch: all of it
+                    self._report(batch, None)
+                    continue
                 self._report([item for item in batch if item.gen == gen], None)
                 self._report(
                     [item for item in batch if item.gen != gen],
@@ -819,9 +832,8 @@ class NatsPublisher:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
             leftovers = list(self._backlog) + self._unconfirmed
-            with self._lock:
-                leftovers += self._inbox
-                self._inbox = []
+            while self._inbox:
+                leftovers.append(self._inbox.popleft())
             self._backlog.clear()
             self._unconfirmed = []
             self._report(leftovers, "the NATS publisher stopped before the message was confirmed")
@@ -832,8 +844,8 @@ class NatsPublisher:
             if nc is not None and not nc.is_closed:
                 try:
                     await asyncio.wait_for(nc.close(), 5.0)
-                except Exception as e:
-                    self._log_from_thread("warn", "closing the NATS connection: {error}", error=_describe(e))
+                except Exception as e:  # e.g. closing while reconnecting
+                    self._log_from_thread("info", "closing the NATS connection: {error}", error=_describe(e))
             self._connected = False
             if self._supervisor_task is not None and not self._supervisor_task.done():
                 self._supervisor_task.cancel()
