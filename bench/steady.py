@@ -136,8 +136,10 @@ def main() -> None:
                 print(json.dumps(r))
     ref = next((r for r in results if r["target"] == "reference"), None)
     print()
-    print(f"{'target':<10} {'reactor':<8} {'login s':>8} {'hb p50':>8} {'hb p99':>8} {'p99/ref':>8} {'CPU':>6} "
-          f"{'RSS MiB':>8} {'lost':>5}")  # fmt: skip
+    print(
+        f"{'target':<10} {'reactor':<8} {'login s':>8} {'hb p50':>8} {'hb p99':>8} {'p99/ref':>8} "
+        f"{'CPU':>6} {'RSS MiB':>8} {'lost':>5}"
+    )
     for r in results:
         rel = (
             ratio(r["heartbeatP99"] or 0, ref["heartbeatP99"])
@@ -145,9 +147,10 @@ def main() -> None:
             else float("nan")
         )
         r["p99VsReference"] = rel
+        nan = float("nan")
         print(
-            f"{r['target']:<10} {r['reactor']:<8} {r.get('allLoggedInSeconds') or float('nan'):>8.2f} "
-            f"{r['heartbeatP50'] or float('nan'):>8.2f} {r['heartbeatP99'] or float('nan'):>8.2f} {rel:>8.2f} "
+            f"{r['target']:<10} {r['reactor']:<8} {r.get('allLoggedInSeconds') or nan:>8.2f} "
+            f"{r['heartbeatP50'] or nan:>8.2f} {r['heartbeatP99'] or nan:>8.2f} {rel:>8.2f} "
             f"{100 * r.get('cpu', 0):>5.1f}% {r.get('rssMiB', 0):>8.1f} {r['lost']:>5}"
         )
     if args.json:
