@@ -135,3 +135,4 @@ def install(api: ControlApi, delivery: Delivery | None, outbox: SqliteOutbox | N
     api.route("/transactions/<trade_seq>", ["GET"], "transaction")(transaction)
     api.route("/outbox", ["GET"], "outbox")(state)
     api.route("/outbox/replay", ["POST"], "outbox_replay")(replay)
+    api.extra_openapi_paths.update(OPENAPI_PATHS)
