@@ -1,0 +1,133 @@
+"""GET /openapi.json: a valid OpenAPI 3.1 document of exactly the routes the Klein app serves."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import jsonschema
+from openapi_spec_validator import validate
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+
+from tests.support import start_proxy
+from tests.test_rest import call
+from ykcproxy.api.app import ControlApi
+from ykcproxy.api.openapi import build_openapi, request_schema
+from ykcproxy.api.restdoc import ERROR_EXAMPLES, command_examples
+from ykcproxy.config import ProxyConfig
+from ykcproxy.metrics import Metrics
+from ykcproxy.pile.server import PileServerFactory
+from ykcproxy.wire.frames import CATALOGUE, Direction
+
+_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
+
+
+def make_api(extra_routes: Any = None) -> ControlApi:
+    """A ControlApi over a pile factory with no connections (no network)."""
+    config = ProxyConfig()
+    piles = PileServerFactory(config, Clock(), None, Metrics())
+    return ControlApi(piles, piles.metrics, lambda: {"ok": True}, config, extra_routes=extra_routes)
+
+
+def served(api: ControlApi) -> set[tuple[str, str]]:
+    """(method, OpenAPI-style path) of every route of the Klein app."""
+    out = set()
+    for rule in api.app.url_map.iter_rules():
+        path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
+        for method in rule.methods or ():
+            if method in _METHODS:
+                out.add((method, path))
+    return out
+
+
+def documented(document: dict[str, Any]) -> set[tuple[str, str]]:
+    """(method, path) of every operation of an OpenAPI document."""
+    return {
+        (method.upper(), path)
+        for path, item in document["paths"].items()
+        for method in item
+        if method.upper() in _METHODS
+    }
+
+
+class Document(TestCase):
+    def test_valid_openapi_3_1(self) -> None:
+        document = make_api().openapi_document()
+        self.assertEqual(document["openapi"], "3.1.0")
+        validate(document)
+
+    def test_every_route_is_documented_and_nothing_else(self) -> None:
+        api = make_api()
+        routes = served(api)
+        self.assertEqual(routes, documented(api.openapi_document()))
+        commands = {path for method, path in routes if path.startswith("/proxy/")}
+        self.assertEqual(len(commands), 21)
+
+    def test_extra_routes_must_be_documented_too(self) -> None:
+        item = {
+            "get": {
+                "operationId": "thing",
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {"200": {"description": "the thing"}},
+            }
+        }
+
+        def hook(api: ControlApi, document: bool) -> None:
+            api.route("/things/<name>", ["GET"], "thing")(lambda request, name: {"name": name})
+            if document:
+                api.extra_openapi_paths["/things/{name}"] = item
+
+        undocumented = make_api(lambda api: hook(api, False))
+        missing = served(undocumented) - documented(undocumented.openapi_document())
+        self.assertEqual(missing, {("GET", "/things/{name}")})
+        api = make_api(lambda api: hook(api, True))
+        self.assertEqual(served(api), documented(api.openapi_document()))
+        validate(api.openapi_document())
+
+    def test_request_schemas_agree_with_the_codec(self) -> None:
+        """The doc examples pass both the schema and the checks; the error examples fail both."""
+        for ex in command_examples():
+            jsonschema.validate(ex.body, request_schema(ex.frame))
+        for title, code, body in ERROR_EXAMPLES:
+            if isinstance(body, str):
+                continue
+            with self.assertRaises(jsonschema.ValidationError, msg=title):
+                jsonschema.validate(body, request_schema(CATALOGUE[code]))
+
+    def test_schemas_come_from_the_declarations(self) -> None:
+        for frame in CATALOGUE.values():
+            if frame.direction is not Direction.DOWN:
+                continue
+            schema = request_schema(frame)
+            keys = set(frame.keys) | {"id", "header"}
+            self.assertEqual(set(schema["properties"]), keys, frame.ft)
+        billing = request_schema(CATALOGUE[0x58])
+        self.assertIn("id", billing["required"])
+        self.assertNotIn("accrualRatio", billing["required"])
+        self.assertEqual(billing["properties"]["billingModelCode"]["pattern"], "^[0-9]{4}$")
+        self.assertEqual(billing["properties"]["rateList"]["items"]["maximum"], 3)
+        self.assertEqual(request_schema(CATALOGUE[0x46])["properties"]["cards"]["maxItems"], 24)
+        self.assertEqual(request_schema(CATALOGUE[0x94])["properties"]["serverPort"]["maximum"], 65535)
+        self.assertEqual(request_schema(CATALOGUE[0x40])["required"][0], "id")
+
+    def test_extra_paths_argument(self) -> None:
+        document = build_openapi(CATALOGUE, {"/x": {"get": {"responses": {"200": {"description": "x"}}}}})
+        self.assertIn("/x", document["paths"])
+        self.assertIn("/proxy/a4", document["paths"])
+
+
+class Served(TestCase):
+    timeout = 15
+
+    @inlineCallbacks
+    def test_the_running_proxy_documents_all_its_routes(self) -> None:
+        """Also the routes other modules add through the extra_routes hook."""
+        proxy = start_proxy(self)
+        answer = yield call(proxy, "GET", "/openapi.json")
+        self.assertEqual(answer.code, 200)
+        validate(answer.body)
+        self.assertEqual(served(proxy.api), documented(answer.body))
