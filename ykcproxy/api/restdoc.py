@@ -491,6 +491,17 @@ curl -s -X POST 'http://127.0.0.1:9556/proxy/92?wait=30' \\
 - 0x40 carries no pile id on the wire; its body still needs `id` to name the
   pile.
 
+## Coming from ykc-proxy-server
+
+The paths, the JSON names and `header` are those of the seed project, so
+request bodies written for it keep working. Where the seed wrote a broken
+frame without saying so, the proxy answers `400` instead:
+
+- 0x0A and 0x58 need the pile's `id` and a 4-digit `billingModelCode`;
+  `accrualRatio` may be left out (it defaults to 0).
+- A body that is not valid JSON, e.g. with a comma after the last member, is
+  refused as malformed.
+
 ## Sequence numbers
 
 Without `header.seq`:
