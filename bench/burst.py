@@ -98,17 +98,21 @@ def run_target(target: str, reactor: str, args: argparse.Namespace, work: Path) 
     elif target == "none":
         proc, port, rest = start_proxy(work, ["--messagingServerType", "none"], reactor, name=name)
         counter = lambda: proxy_frames_in(rest)  # noqa: E731
-    elif target == "nats":
+    elif target in ("nats", "nats-mem"):
         nats, nats_port, monitor = start_nats(work)
         extra.append(nats)
         options = ["--messagingServerType", "nats", "--servers", f"nats://127.0.0.1:{nats_port}"]
+        if target == "nats-mem":  # no durable outbox: messages kept in memory only
+            options += ["--dataDir", ""]
         proc, port, rest = start_proxy(work, options, reactor, name=name, profile=args.profile)
         counter = lambda: nats_in_msgs(monitor)  # noqa: E731
-    elif target in ("http", "http-batch"):
+    elif target in ("http", "http-batch", "http-mem"):
         consumer, cport = start_consumer(work)
         extra.append(consumer)
         options = ["--messagingServerType", "http", "--servers", f"http://127.0.0.1:{cport}"]
         options += ["--httpConcurrency", str(args.http_concurrency)]
+        if target == "http-mem":
+            options += ["--dataDir", ""]
         if target == "http-batch":
             options += ["--httpBatch", str(args.http_batch)]
             steps = args.batch_steps
@@ -146,7 +150,7 @@ def run_target(target: str, reactor: str, args: argparse.Namespace, work: Path) 
         sim.proc.stop()
         proc.stop()
         treq_rate = None
-        if target == "http" and args.treq:
+        if target in ("http", "http-mem") and args.treq:
             treq_rate = treq_ceiling(extra[0], args, work)
         for p in extra:
             p.stop()
@@ -187,7 +191,7 @@ def main() -> None:
     """Run every target and print the table."""
     p = argparse.ArgumentParser()
     p.add_argument("--piles", type=int, default=100)
-    p.add_argument("--targets", default="reference,none,nats,http")
+    p.add_argument("--targets", default="reference,none,nats,nats-mem,http,http-mem")
     p.add_argument("--steps", default=FAST_STEPS)
     p.add_argument("--http-steps", default=HTTP_STEPS)
     p.add_argument("--batch-steps", default=BATCH_STEPS)

@@ -114,6 +114,22 @@ class Proc:
         popen.setdefault("stderr", subprocess.STDOUT)
         self.popen = subprocess.Popen(self.argv, env=env(), cwd=ROOT, start_new_session=True, **popen)
         self.pid = self.popen.pid
+        self.profiled = Path(self.argv[0]).name == "py-spy"
+        if self.profiled:  # measure the profiled child, not py-spy
+            self.pid = self._child_pid()
+
+    def _child_pid(self) -> int:
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                with open(f"/proc/{self.popen.pid}/task/{self.popen.pid}/children") as f:
+                    children = f.read().split()
+            except OSError:
+                children = []
+            if children:
+                return int(children[0])
+            time.sleep(0.05)
+        return self.popen.pid
 
     def cpu_seconds(self) -> float:
         """User + system CPU seconds used so far (this process, its threads)."""
@@ -142,15 +158,22 @@ class Proc:
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout`` (only this process group, which we started)."""
+        if self.profiled and self.popen.poll() is None:
+            # py-spy writes its profile when the profiled process exits.
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+                self.popen.wait(timeout + 30)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
         if self.popen.poll() is None:
             try:
-                os.killpg(self.pid, signal.SIGTERM)
+                os.killpg(self.popen.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(self.pid, signal.SIGKILL)
+                os.killpg(self.popen.pid, signal.SIGKILL)
                 self.popen.wait()
         self._out.close()
 
@@ -216,10 +239,10 @@ def start_proxy(
         "true",
         "--autoBillingModelVerify",
         "true",
-        "--dataDir",
-        str(work / f"{name}-data"),
         *options,
     ]
+    if "--dataDir" not in options:
+        argv += ["--dataDir", str(work / f"{name}-data")]
     if profile:
         argv = [
             str(BIN / "py-spy"),

@@ -45,12 +45,14 @@ def run_target(target: str, reactor: str, args: argparse.Namespace, work: Path) 
         proc, port, _ = start_proxy(
             work, ["--messagingServerType", "none"], reactor, name=f"proxy-none-{reactor}"
         )
-    elif target == "nats":
+    elif target in ("nats", "nats-mem"):
         nats, nats_port, monitor = start_nats(work)
         extra.append(nats)
         options = ["--messagingServerType", "nats", "--servers", f"nats://127.0.0.1:{nats_port}"]
+        if target == "nats-mem":  # no durable outbox: messages kept in memory only
+            options += ["--dataDir", ""]
         proc, port, _ = start_proxy(
-            work, options, reactor, name=f"proxy-nats-{reactor}", profile=args.profile
+            work, options, reactor, name=f"proxy-{target}-{reactor}", profile=args.profile
         )
     else:
         raise ValueError(target)
@@ -115,7 +117,7 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=5)
     p.add_argument("--duration", type=float, default=40)
     p.add_argument("--ramp-limit", type=float, default=60)
-    p.add_argument("--targets", default="reference,none,nats")
+    p.add_argument("--targets", default="reference,none,nats,nats-mem")
     p.add_argument("--reactors", default="default", help="proxy reactors to compare: default,asyncio,uvloop")
     p.add_argument("--sim-reactor", default="default")
     p.add_argument("--profile", default="", help="record the NATS run's proxy with py-spy to this file")

@@ -63,12 +63,14 @@ def run_target(target: str, reactor: str, args: argparse.Namespace, work: Path) 
         proc, port, _ = start_proxy(
             work, ["--messagingServerType", "none"], reactor, name=f"storm-none-{reactor}"
         )
-    elif target == "nats":
+    elif target in ("nats", "nats-mem"):
         nats, nats_port, _ = start_nats(work)
         extra.append(nats)
         options = ["--messagingServerType", "nats", "--servers", f"nats://127.0.0.1:{nats_port}"]
+        if target == "nats-mem":  # no durable outbox: messages kept in memory only
+            options += ["--dataDir", ""]
         proc, port, _ = start_proxy(
-            work, options, reactor, name=f"storm-nats-{reactor}", profile=args.profile
+            work, options, reactor, name=f"storm-{target}-{reactor}", profile=args.profile
         )
     else:
         raise ValueError(target)
@@ -119,7 +121,7 @@ def main() -> None:
     p.add_argument("--ramp", type=float, default=1000)
     p.add_argument("--duration", type=float, default=60, help="window length; the storm is 3 s into it")
     p.add_argument("--storm-delay", type=float, default=0.0)
-    p.add_argument("--targets", default="reference,reference-4096,none,nats")
+    p.add_argument("--targets", default="reference,reference-4096,none,nats,nats-mem")
     p.add_argument("--reactors", default="default")
     p.add_argument("--sim-reactor", default="default")
     p.add_argument("--profile", default="")
