@@ -7,7 +7,6 @@ that decides what the proxy does with a frame.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -19,6 +18,7 @@ from twisted.logger import Logger
 from ykcproxy.config import CrcMode, ProxyConfig
 from ykcproxy.forward.base import Message
 from ykcproxy.forward.delivery import Delivery
+from ykcproxy.jsonenc import dumps
 from ykcproxy.metrics import Metrics
 from ykcproxy.pile.protocol import PileProtocol
 from ykcproxy.pile.registry import Registry
@@ -38,7 +38,6 @@ TIME_SYNC = 0x56
 DAY = 86400.0
 
 _FT = [f"{code:02x}" for code in range(256)]
-_to_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class PileServerFactory(Factory):
@@ -341,7 +340,7 @@ class PileServerFactory(Factory):
             "receivedAt": int(self.clock.seconds() * 1000),
             "raw": frame.raw.hex(),
         }
-        payload = _to_json({"header": header, **fields}).encode()
+        payload = dumps({"header": header, **fields})
         return Message(ft, pile_id, mid, payload)
 
     def _event(self, kind: str, pile_id: str, extra: dict[str, Any]) -> None:
@@ -350,5 +349,5 @@ class PileServerFactory(Factory):
             return
         mid = self.next_message_id()
         header = {"frameId": kind, "messageId": mid, "receivedAt": int(self.clock.seconds() * 1000)}
-        payload = _to_json({"header": header, "id": pile_id, **extra}).encode()
+        payload = dumps({"header": header, "id": pile_id, **extra})
         self.forward.submit(Message(kind, pile_id, mid, payload))

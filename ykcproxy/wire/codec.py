@@ -8,13 +8,13 @@ Nothing here is specific to one frame type: :class:`Codec` compiles every
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 
 from ykcproxy.wire.crc import CrcOrder, crc16
-from ykcproxy.wire.fields import Context, Field, FieldError, Putter
+from ykcproxy.wire.fields import Bits, Context, Field, FieldError, Putter
 from ykcproxy.wire.frames import CATALOGUE, FrameType
 
 START = 0x68
@@ -42,6 +42,9 @@ class _Compiled:
     layout: struct.Struct
     putters: tuple[Putter, ...]
     fields: tuple[Field, ...]
+    #: Fast path (frames without bit groups): one key per raw value, then conversions.
+    names: tuple[str, ...] | None
+    conversions: tuple[tuple[str, Callable[[Any], Any]], ...]
 
 
 class Codec:
@@ -53,11 +56,19 @@ class Codec:
         self._compiled: dict[int, _Compiled] = {}
         for code, frame in catalogue.items():
             fields = tuple(s for s in frame.slots if isinstance(s, Field))
+            simple = not any(isinstance(f, Bits) for f in fields)
+            conversions = []
+            for f in fields if simple else ():
+                conv = f.converter(self.ctx)
+                if conv is not None:
+                    conversions.append((f.name, conv))
             self._compiled[code] = _Compiled(
                 frame=frame,
                 layout=struct.Struct("<" + "".join(s.fmt for s in frame.slots)),
                 putters=tuple(f.putter(self.ctx) for f in fields),
                 fields=fields,
+                names=tuple(f.name for f in fields) if simple else None,
+                conversions=tuple(conversions),
             )
 
     def frame_type(self, code: int) -> FrameType:
@@ -87,9 +98,14 @@ class Codec:
             if len(body) < fixed:
                 raise DecodeError(c.frame.ft, f"body is {len(body)} bytes, expected at least {fixed}")
             raws = layout.unpack_from(body)
-        out: dict[str, Any] = {}
-        for put, raw in zip(c.putters, raws):
-            put(out, raw)
+        if c.names is not None:
+            out = dict(zip(c.names, raws))
+            for name, conv in c.conversions:
+                out[name] = conv(out[name])
+        else:
+            out = {}
+            for put, raw in zip(c.putters, raws):
+                put(out, raw)
         if tail is not None:
             try:
                 out[tail.name] = tail.decode(body[fixed:], self.ctx)

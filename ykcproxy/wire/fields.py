@@ -78,6 +78,13 @@ class Field:
         """The raw struct value of a (checked) JSON value."""
         return value
 
+    def converter(self, ctx: Context) -> Callable[[Any], Any] | None:
+        """A function from the raw struct value to the JSON value (None: the raw value is it)."""
+        if type(self).from_raw is Field.from_raw:
+            return None
+        from_raw = self.from_raw
+        return lambda raw: from_raw(raw, ctx)
+
     def putter(self, ctx: Context) -> Putter:
         """A function storing the decoded raw value into a message dict."""
         name = self.name
@@ -169,6 +176,16 @@ def _require_int(value: Any, path: str, lo: int, hi: int) -> int:
 
 
 _HEX = frozenset("0123456789ABCDEFabcdef")
+
+
+def _hex_upper(raw: bytes) -> str:
+    return raw.hex().upper()
+
+
+def _int_le(raw: bytes) -> int:
+    return int.from_bytes(raw, "little")
+
+
 _DIGITS = frozenset("0123456789")
 
 
@@ -189,6 +206,9 @@ class Bcd(Field):
 
     def from_raw(self, raw: bytes, ctx: Context) -> str:
         return raw.hex().upper()
+
+    def converter(self, ctx: Context) -> Callable[[Any], Any] | None:
+        return _hex_upper
 
     def to_raw(self, value: str, ctx: Context) -> bytes:
         return bytes.fromhex(value)
@@ -282,6 +302,9 @@ class UInt(Field):
     def from_raw(self, raw: Any, ctx: Context) -> int:
         return raw if self.n in _UINT_FMT else int.from_bytes(raw, "little")
 
+    def converter(self, ctx: Context) -> Callable[[Any], Any] | None:
+        return None if self.n in _UINT_FMT else _int_le
+
     def to_raw(self, value: int, ctx: Context) -> Any:
         return value if self.n in _UINT_FMT else value.to_bytes(self.n, "little")
 
@@ -319,6 +342,9 @@ class Bool(Field):
             out[name] = raw == true_byte
 
         return put
+
+    def converter(self, ctx: Context) -> Callable[[Any], Any] | None:
+        return self.true_byte.__eq__
 
     def from_raw(self, raw: int, ctx: Context) -> bool:
         return raw == self.true_byte
@@ -471,6 +497,10 @@ class Cp56(Field):
             out[name] = cp56_to_ms(raw, tz)
 
         return put
+
+    def converter(self, ctx: Context) -> Callable[[Any], Any] | None:
+        tz = ctx.tz
+        return lambda raw: cp56_to_ms(raw, tz)
 
     def from_raw(self, raw: bytes, ctx: Context) -> int | None:
         return cp56_to_ms(raw, ctx.tz)
