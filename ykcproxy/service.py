@@ -299,13 +299,17 @@ class ForwarderService(Service):
         self.clock = clock
         self._purge: LoopingCall | None = None
         self.recovered: Deferred[int] = Deferred()
+        #: Fires once the publisher is usable (never, if it could not start).
+        self.started: Deferred[None] = Deferred()
 
     def startService(self) -> None:
         super().startService()
         d = self.publisher.start()
-        d.addErrback(
-            lambda f: log.error("{name} forwarder not started: {e}", name=self.publisher.name, e=f.value)
-        )
+
+        def failed(f: Any) -> None:
+            log.error("{name} forwarder not started: {e}", name=self.publisher.name, e=f.value)
+
+        d.addCallbacks(self.started.callback, failed)
         if self.outbox is None:
             self.recovered.callback(0)
             return
