@@ -17,7 +17,7 @@ from itertools import islice
 from typing import Any, Protocol
 
 import attrs
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -32,8 +32,8 @@ class Store(Protocol):
 
     durable: bool
 
-    def append(self, message: Message) -> tuple[int, Deferred[None]]:
-        """Keep ``message``; return its key and a Deferred firing once it is safe."""
+    def append(self, message: Message, confirm: bool = False) -> tuple[int, Deferred[None] | None]:
+        """Keep ``message``; return its key and, with ``confirm``, a Deferred firing once it is safe."""
 
     def delivered(self, key: int, message: Message | None = None) -> None:
         """Forget a delivered message."""
@@ -50,9 +50,9 @@ class MemoryStore:
     def __init__(self) -> None:
         self._next = 0
 
-    def append(self, message: Message) -> tuple[int, Deferred[None]]:
+    def append(self, message: Message, confirm: bool = False) -> tuple[int, Deferred[None] | None]:
         self._next += 1
-        return self._next, succeed(None)
+        return self._next, None
 
     def delivered(self, key: int, message: Message | None = None) -> None:
         pass
@@ -167,11 +167,12 @@ class Delivery:
         With ``confirm``, return a Deferred that fires once the message is
         safe: committed to a durable store, or else delivered to the consumer.
         """
-        key, committed = self.store.append(message)
+        key, committed = self.store.append(message, confirm)
         item = _Item(key, message, self.clock.seconds())
         result: Deferred[None] | None = None
         if confirm:
             if self.store.durable:
+                assert committed is not None
                 result = committed
             else:
                 result = item.waiter = Deferred()

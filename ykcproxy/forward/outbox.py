@@ -156,8 +156,8 @@ class SqliteOutbox:
         self._ops.put((op, None))
 
     # -- Store ------------------------------------------------------------------------
-    def append(self, message: Message) -> tuple[int, Deferred[None]]:
-        """Queue the insert; the Deferred fires once it is committed."""
+    def append(self, message: Message, confirm: bool = True) -> tuple[int, Deferred[None] | None]:
+        """Queue the insert; with ``confirm`` a Deferred fires once it is committed."""
         key = self._next_key
         self._next_key += 1
         now = time.time()
@@ -174,6 +174,9 @@ class SqliteOutbox:
                     (trade_seq, message.pile_id, message.message_id, message.payload, now),
                 )
 
+        if not confirm:
+            self._later(insert)
+            return key, None
         return key, self.run(insert)
 
     def delivered(self, key: int, message: Message | None = None) -> None:
