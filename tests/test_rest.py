@@ -805,9 +805,9 @@ class Registry(TestCase):
         self.assertLessEqual(before - 1, pile["connectedAt"])
         self.assertLessEqual(pile["connectedAt"], pile["lastSeen"])
         self.assertLessEqual(pile["lastSeen"], int(reactor.seconds() * 1000) + 1)
-        self.assertEqual(pile["gunStatus"]["01"], {"gunStatus": 1})
+        self.assertEqual(pile["gunState"]["01"], {"gunStatus": 1})
         self.assertEqual(
-            pile["gunStatus"]["02"],
+            pile["gunState"]["02"],
             {"status": 3, "plugged": 1, "tradeSeq": example(0x13, PILE)["tradeSeq"], "gunStatus": 0},
         )
         listing = yield call(proxy, "GET", "/piles")

@@ -58,7 +58,7 @@ _PILE: dict[str, Any] = {
         "loggedIn": {"type": "boolean"},
         "guns": {"type": ["integer", "null"], "description": "number of guns, from the login (0x01)"},
         "login": {"type": "object", "description": "the fields of the pile's 0x01 login"},
-        "gunStatus": {
+        "gunState": {
             "type": "object",
             "description": "gun → its latest state: gunStatus (0x03), status, plugged, tradeSeq (0x13)",
             "additionalProperties": {"type": "object"},

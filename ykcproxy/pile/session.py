@@ -69,5 +69,5 @@ class PileSession:
             "loggedIn": self.logged_in,
             "guns": self.login.get("guns"),
             "login": self.login,
-            "gunStatus": self.guns,
+            "gunState": self.guns,
         }
