@@ -77,7 +77,7 @@ def _steps(text: str) -> list[tuple[float | None, float]]:
         part = part.strip()
         if not part:
             continue
-        rate_text, _, seconds_text = part.partition("x")
+        rate_text, _, seconds_text = part.rpartition("x")
         rate = None if rate_text in ("max", "") else float(rate_text)
         out.append((rate, float(seconds_text) if seconds_text else 10.0))
     if not out:

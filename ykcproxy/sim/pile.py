@@ -186,8 +186,12 @@ class SimPile:
         self.running = True
         self._connect()
 
-    def stop(self) -> Deferred[None]:
-        """Stop everything; fires once the link is closed."""
+    def stop(self, abort: bool = True) -> Deferred[None]:
+        """Stop everything; fires once the link is closed.
+
+        By default the link is aborted: a server that stopped reading (back
+        pressure) would otherwise keep a graceful close waiting forever.
+        """
         self.running = False
         for name in list(self._timers):
             self._cancel(name)
@@ -196,7 +200,7 @@ class SimPile:
         for record in self.records.values():
             if record.timer is not None and record.timer.active():
                 record.timer.cancel()
-        return self.close(abort=False)
+        return self.close(abort=abort)
 
     def close(self, abort: bool = True) -> Deferred[None]:
         """Close the link on purpose (requests waiting are *abandoned*, not lost)."""
