@@ -96,7 +96,9 @@ def run_target(target: str, reactor: str, args: argparse.Namespace, work: Path) 
         proc, port, stats = start_reference(work, reactor)
         counter: Callable[[], int] = lambda: reference_frames(stats)  # noqa: E731
     elif target == "none":
-        proc, port, rest = start_proxy(work, ["--messagingServerType", "none"], reactor, name=name)
+        proc, port, rest = start_proxy(
+            work, ["--messagingServerType", "none"], reactor, name=name, profile=args.profile
+        )
         counter = lambda: proxy_frames_in(rest)  # noqa: E731
     elif target in ("nats", "nats-mem"):
         nats, nats_port, monitor = start_nats(work)
