@@ -8,6 +8,7 @@ runs in reverse: the REST API closes, every pile goes offline with reason
 
 from __future__ import annotations
 
+import os
 import zoneinfo
 from typing import Any
 
@@ -199,6 +200,27 @@ class Options(usage.Options):
         tz = self["timezone"]
         servers = tuple(s.strip() for s in self["servers"].split(",") if s.strip())
         messaging = self["messagingServerType"]
+        if messaging is MessagingType.HTTP:
+            import hyperlink
+
+            from ykcproxy.forward.http import normalize_endpoint
+
+            for server in servers:
+                try:
+                    url = hyperlink.parse(normalize_endpoint(server)).to_uri()
+                except Exception as e:  # noqa: BLE001 - hyperlink/idna raise various errors
+                    raise usage.UsageError(f"--servers: {server!r} is not an HTTP URL: {e}") from None
+                if url.scheme not in ("http", "https") or not url.host:
+                    raise usage.UsageError(f"--servers: {server!r} is not an http:// or https:// URL")
+        if self["dataDir"]:
+            try:
+                os.makedirs(self["dataDir"], exist_ok=True)
+            except OSError as e:
+                raise usage.UsageError(f"--dataDir: cannot use {self['dataDir']!r}: {e.strerror}") from None
+            if not os.access(self["dataDir"], os.W_OK):
+                raise usage.UsageError(f"--dataDir: {self['dataDir']!r} is not writable")
+        if self["tcpPort"] and self["tcpPort"] == self["httpPort"]:
+            raise usage.UsageError("--tcpPort and --httpPort must differ")
         if messaging is MessagingType.NATS:
             for server in servers:
                 if "://" in server and not server.startswith(("nats://", "tls://")):

@@ -366,6 +366,8 @@ class ControlApi:
             waiting = self.piles.waiters.wait(cmd.pile_id, frame.reply, match)
         try:
             seq, raw = self.piles.command(session, frame.code, {**cmd.fields, "header": cmd.header})
+        except LookupError as e:
+            raise ApiError(404, str(e)) from None
         except BaseException:
             if waiting is not None:
                 waiting.addErrback(lambda f: f.trap(CancelledError))

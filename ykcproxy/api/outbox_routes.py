@@ -127,9 +127,7 @@ def install(api: ControlApi, delivery: Delivery | None, outbox: SqliteOutbox | N
             or not all(isinstance(k, int) and not isinstance(k, bool) for k in keys)
         ):
             raise ApiError(400, "keys: must be an array of integers (the dead letters' keys)")
-        messages = yield outbox.take_dead(keys)
-        for message in messages:
-            delivery.submit(message)
+        messages = yield outbox.take_dead(keys, lambda m: delivery.submit(m, replay=True))
         return {"message": "done", "replayed": len(messages)}
 
     api.route("/transactions/<trade_seq>", ["GET"], "transaction")(transaction)

@@ -17,7 +17,7 @@ from itertools import islice
 from typing import Any, Protocol
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -32,8 +32,13 @@ class Store(Protocol):
 
     durable: bool
 
-    def append(self, message: Message, confirm: bool = False) -> tuple[int, Deferred[None] | None]:
-        """Keep ``message``; return its key and, with ``confirm``, a Deferred firing once it is safe."""
+    def append(
+        self, message: Message, confirm: bool = False, replay: bool = False
+    ) -> tuple[int, Deferred[None] | None]:
+        """Keep ``message``; return its key and, with ``confirm``, a Deferred firing once it is safe.
+
+        ``replay``: a dead letter queued again (not a new receipt).
+        """
 
     def delivered(self, key: int, message: Message | None = None) -> None:
         """Forget a delivered message."""
@@ -50,7 +55,9 @@ class MemoryStore:
     def __init__(self) -> None:
         self._next = 0
 
-    def append(self, message: Message, confirm: bool = False) -> tuple[int, Deferred[None] | None]:
+    def append(
+        self, message: Message, confirm: bool = False, replay: bool = False
+    ) -> tuple[int, Deferred[None] | None]:
         self._next += 1
         return self._next, None
 
@@ -161,13 +168,13 @@ class Delivery:
         self._ready.clear()
         self._stopped = True
 
-    def submit(self, message: Message, confirm: bool = False) -> Deferred[None] | None:
+    def submit(self, message: Message, confirm: bool = False, replay: bool = False) -> Deferred[None] | None:
         """Queue ``message`` for delivery.
 
         With ``confirm``, return a Deferred that fires once the message is
         safe: committed to a durable store, or else delivered to the consumer.
         """
-        key, committed = self.store.append(message, confirm)
+        key, committed = self.store.append(message, confirm, replay)
         item = _Item(key, message, self.clock.seconds())
         result: Deferred[None] | None = None
         if confirm:
@@ -243,16 +250,24 @@ class Delivery:
                 if self.batch_size:
                     groups = self._take_batch()
                     messages = [item.message for _, items in groups for item in items]
-                    d = self.publisher.publish_batch(messages)  # type: ignore[attr-defined]
+                    d = self._publish(self.publisher.publish_batch, messages)  # type: ignore[attr-defined]
                 else:
                     pile = ready.popleft()
                     head = self._queues[pile][0]
                     head.attempts += 1
                     groups = [(pile, [head])]
-                    d = self.publisher.publish(head.message)
+                    d = self._publish(self.publisher.publish, head.message)
                 d.addCallbacks(self._sent, self._failed, callbackArgs=(groups,), errbackArgs=(groups,))
         finally:
             self._pumping = False
+
+    @staticmethod
+    def _publish(method: Callable[[Any], Deferred[None]], arg: Any) -> Deferred[None]:
+        """Call a publisher; an exception it raises becomes a failed Deferred (retried)."""
+        try:
+            return method(arg)
+        except Exception:
+            return fail()
 
     def _take_batch(self) -> list[tuple[str, list[_Item]]]:
         """Up to ``batch_size`` messages: the queued ones of ready piles, each pile's in order."""
@@ -291,6 +306,8 @@ class Delivery:
 
     def _failed(self, failure: Failure, groups: list[tuple[str, list[_Item]]]) -> None:
         self._in_flight -= 1
+        if self._stopped:
+            return  # stays in the store; delivered after the next start
         self._last_error = failure.getErrorMessage()
         now = self.clock.seconds()
         for pile, items in groups:

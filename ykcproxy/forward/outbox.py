@@ -70,6 +70,11 @@ CREATE INDEX IF NOT EXISTS records_delivered ON records (delivered);
 Op = Callable[[sqlite3.Connection], Any]
 
 
+def is_record(message: Message) -> bool:
+    """Whether ``message`` is a decoded 0x3B (its id is ``<pile>-3b-<tradeSeq>``)."""
+    return message.ft == "3b" and "-3b-" in message.message_id
+
+
 class SqliteOutbox:
     """A :class:`~ykcproxy.forward.delivery.Store` on SQLite, with its own writer thread.
 
@@ -156,8 +161,13 @@ class SqliteOutbox:
         self._ops.put((op, None))
 
     # -- Store ------------------------------------------------------------------------
-    def append(self, message: Message, confirm: bool = True) -> tuple[int, Deferred[None] | None]:
-        """Queue the insert; with ``confirm`` a Deferred fires once it is committed."""
+    def append(
+        self, message: Message, confirm: bool = True, replay: bool = False
+    ) -> tuple[int, Deferred[None] | None]:
+        """Queue the insert; with ``confirm`` a Deferred fires once it is committed.
+
+        A 0x3B also goes to the records table, unless it is a ``replay`` of a dead letter.
+        """
         key = self._next_key
         self._next_key += 1
         now = time.time()
@@ -165,12 +175,12 @@ class SqliteOutbox:
 
         def insert(db: sqlite3.Connection) -> None:
             db.execute("INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?)", row)
-            if message.ft == "3b":
+            if is_record(message) and not replay:
                 trade_seq = message.message_id.rsplit("-", 1)[-1]
                 db.execute(
                     "INSERT INTO records (trade_seq, pile_id, message_id, payload, received) "
                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (trade_seq, pile_id) DO UPDATE SET "
-                    "payload = excluded.payload, times_received = times_received + 1",
+                    "payload = excluded.payload, times_received = times_received + 1, delivered = NULL",
                     (trade_seq, message.pile_id, message.message_id, message.payload, now),
                 )
 
@@ -185,7 +195,7 @@ class SqliteOutbox:
 
         def delete(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM outbox WHERE key = ?", (key,))
-            if message is not None and message.ft == "3b":
+            if message is not None and is_record(message):
                 db.execute(
                     "UPDATE records SET delivered = ? WHERE message_id = ? AND pile_id = ?",
                     (now, message.message_id, message.pile_id),
@@ -243,8 +253,13 @@ class SqliteOutbox:
 
         return self.run(read)
 
-    def take_dead(self, keys: list[int] | None) -> Deferred[list[Message]]:
-        """Remove dead letters (all, or those ``keys``) and return them for replay, in order."""
+    def take_dead(
+        self, keys: list[int] | None, requeue: Callable[[Message], Any] | None = None
+    ) -> Deferred[list[Message]]:
+        """Remove dead letters (all, or those ``keys``) and return them for replay, in order.
+
+        ``requeue`` (Delivery.submit) is called for each before the delete is queued, so the
+        delete commits together with, or after, the re-inserts."""
 
         def take(db: sqlite3.Connection) -> list[Message]:
             if keys is None:
@@ -258,12 +273,17 @@ class SqliteOutbox:
                     f"WHERE key IN ({marks}) ORDER BY key",
                     keys,
                 ).fetchall()
-            db.executemany("DELETE FROM dead WHERE key = ?", [(r[0],) for r in rows])
-            return [Message(ft, pile, mid, bytes(payload)) for _, ft, pile, mid, payload in rows]
+            return rows
 
         d = self.run(take)
 
-        def count(messages: list[Message]) -> list[Message]:
+        def count(rows: list[Any]) -> list[Message]:
+            messages = [Message(ft, pile, mid, bytes(payload)) for _, ft, pile, mid, payload in rows]
+            if requeue is not None:
+                for m in messages:
+                    requeue(m)
+            taken = [(r[0],) for r in rows]
+            self._later(lambda db: db.executemany("DELETE FROM dead WHERE key = ?", taken))
             self.dead_count -= len(messages)
             return messages
 

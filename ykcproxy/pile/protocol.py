@@ -101,7 +101,11 @@ class PileProtocol(Protocol):
         for item in items:
             if isinstance(item, RawFrame):
                 self.last_seen = f.clock.seconds()
-                if self.crc_order is not item.crc_order and f.follow_crc_order:
+                if (
+                    f.follow_crc_order
+                    and self.crc_order is not item.crc_order
+                    and item.raw[-2] != item.raw[-1]
+                ):
                     self.crc_order = item.crc_order
                 f.frame_received(self, item)
             else:
@@ -147,6 +151,12 @@ class PileProtocol(Protocol):
             self.transport.pauseProducing()  # type: ignore[attr-defined]
         else:
             self.transport.resumeProducing()  # type: ignore[attr-defined]
+        stall = self._stall
+        if paused and stall is not None and stall.active():
+            stall.cancel()
+            self._stall = None
+        elif not paused and self._stall is None and self._framer is not None and self._framer.pending:
+            self._stall = self.factory.clock.callLater(STALL_TIMEOUT, self._stalled)
         self.suspend_silence(paused)
 
     def suspend_silence(self, suspended: bool) -> None:

@@ -33,6 +33,10 @@ class Registry:
         """The newest pending login of ``pile_id``, else its accepted session."""
         return self._pending.get(pile_id) or self._sessions.get(pile_id)
 
+    def is_pending(self, session: PileSession) -> bool:
+        """Whether ``session`` is the newest login of its pile waiting for an answer."""
+        return self._pending.get(session.pile_id) is session
+
     def add_pending(self, session: PileSession) -> None:
         """Note a login that waits for an answer (the newest one wins)."""
         self._pending[session.pile_id] = session

@@ -209,11 +209,13 @@ class PileServerFactory(Factory):
             self.forward.submit(self._message(frame, pile_id, fields))
         if self.config.auto_verification:
             self.answer_login(session, True, frame.seq)
-        elif not session.logged_in:
+        else:
             self.registry.add_pending(session)
 
     def answer_login(self, session: PileSession, accepted: bool, seq: int | None = None) -> bytes:
         """Send 0x02; accept the login into the registry, or close the link if refused."""
+        if not accepted and not self.registry.is_pending(session):
+            raise LookupError(f"pile {session.pile_id} has no pending login to refuse")
         if seq is None:
             seq = session.reply_seq(LOGIN)
         frame = self.send(session, LOGIN_REPLY, {"id": session.pile_id, "result": accepted}, seq)
