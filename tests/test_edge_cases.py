@@ -37,7 +37,7 @@ def _on_disk(path: str) -> tuple[int, int]:
 
 
 class ReplayWindow(TestCase):
-    """outbox.take_dead commits the DELETE from `dead` before the replayed copy is inserted."""
+    """Replaying a dead letter re-inserts it before its row in `dead` is deleted."""
 
     @inlineCallbacks
     def test_replayed_dead_letter_stays_durable(self):
@@ -49,11 +49,13 @@ class ReplayWindow(TestCase):
         outbox.dead_letter(key, 9, "500")
         yield outbox.dead_letters()  # barrier: the move is committed
         self.assertEqual(_on_disk(outbox.path), (0, 1))
-        # What POST /outbox/replay does: take, then Delivery.submit (a later insert).
-        taken = yield outbox.take_dead(None)
+        # What POST /outbox/replay does: take, requeue (Delivery.submit appends), then delete.
+        taken = yield outbox.take_dead(None, lambda m: outbox.append(m, False, replay=True))
         self.assertEqual(taken, [record])
-        # A SIGKILL at this instant: the record (money) is in neither table.
+        # A SIGKILL at any instant: the record (money) is in one table or both, never in neither.
         self.assertNotEqual(_on_disk(outbox.path), (0, 0))
+        yield outbox.dead_letters()  # barrier
+        self.assertEqual(_on_disk(outbox.path), (1, 0))
 
 
 class StallWhilePaused(TestCase):
