@@ -296,12 +296,7 @@ class Delivery:
                     self._on_delivered(item.message, now - item.queued_at)
                 if item.waiter is not None:
                     item.waiter.callback(None)
-            if queue:
-                self._ready.append(pile)
-            else:
-                del self._queues[pile]
-        if self.pressure:
-            self._check_pressure()
+            self._next_of(pile)
         self._pump()
 
     def _failed(self, failure: Failure, groups: list[tuple[str, list[_Item]]]) -> None:
@@ -348,7 +343,11 @@ class Delivery:
         self.store.dead_letter(item.key, item.attempts, self._last_error)
         if item.waiter is not None:
             item.waiter.errback(Failure(RuntimeError(f"undeliverable: {self._last_error}")))
-        if queue:
+        self._next_of(pile)
+
+    def _next_of(self, pile: str) -> None:
+        """A pile's head is done with: its next message becomes ready, or its queue goes."""
+        if self._queues[pile]:
             self._ready.append(pile)
         else:
             del self._queues[pile]
