@@ -50,6 +50,27 @@ class OutboxStore(TestCase):
         self.assertLessEqual(outbox.commits, 3)  # group commits, not one per message
 
     @inlineCallbacks
+    def test_group_commit_and_backlog(self):
+        """A burst is one transaction; a message delivered before its commit is never written."""
+        outbox = SqliteOutbox(self.mktemp(), reactor)
+        self.addCleanup(outbox.close)
+        record = Message("3b", "p1", "p1-3b-" + "5" * 32, b"{}")
+        for i in range(1000):
+            key, _ = outbox.append(Message("13", "p1", f"m{i}", b"{}"), confirm=False)
+            outbox.delivered(key)
+        key, committed = outbox.append(record)
+        self.assertEqual(outbox.backlog, 2001)
+        outbox.delivered(key, record)
+        yield committed
+        yield outbox.dead_letters()  # barrier
+        self.assertEqual(outbox.backlog, 0)
+        self.assertLessEqual(outbox.commits, 4)
+        pending = yield outbox.pending()
+        self.assertEqual(pending, [])
+        (stored,) = yield outbox.record("5" * 32)
+        self.assertIsNotNone(stored["deliveredAt"])
+
+    @inlineCallbacks
     def test_survives_reopen_and_keys_continue(self):
         path = self.mktemp()
         outbox = SqliteOutbox(path, reactor)
@@ -207,6 +228,8 @@ class Backpressure(TestCase):
         self.assertTrue(link.connected)
         failing["on"] = False
         yield consumer.count(62)
+        yield proxy.outbox.dead_letters()  # barrier: the deletes are committed
+        yield settle(0.01)
         self.assertFalse(proxy.delivery.pressure)
         trades = [p.body["tradeSeq"] for p in consumer.of("3b")]
         self.assertEqual(trades, [example(0x3B, PILES[0], salt=i)["tradeSeq"] for i in range(60)])

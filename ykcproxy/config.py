@@ -58,6 +58,7 @@ class ProxyConfig:
     http_timeout: float = 10.0
     http_concurrency: int = 64
     http_batch: int = 0
+    listen_backlog: int = 4096
     max_body_bytes: int = 64 * 1024
     api_token: str = ""
     data_dir: str = "./ykcproxy-data"

@@ -156,6 +156,7 @@ class Options(usage.Options):
             "Batch mode: POST up to this many messages as one JSON array to <endpoint>/batch (0: off).",
             _whole,
         ],
+        ["listenBacklog", None, 4096, "Pending connections the pile port queues (reconnect storms).", _count],
         ["maxBodyBytes", None, 65536, "Largest REST request body accepted.", _count],
         ["apiToken", None, "", "If set, REST calls need 'Authorization: Bearer <token>'."],
         [
@@ -248,6 +249,7 @@ class Options(usage.Options):
             http_concurrency=self["httpConcurrency"],
             http_batch=self["httpBatch"],
             max_body_bytes=self["maxBodyBytes"],
+            listen_backlog=self["listenBacklog"],
             api_token=self["apiToken"],
             data_dir=self["dataDir"],
             retention_days=self["retentionDays"],
@@ -261,8 +263,11 @@ class Options(usage.Options):
 class ListenerService(Service):
     """Listens on a TCP port while running (binds in privilegedStartService)."""
 
-    def __init__(self, label: str, reactor: Any, host: str, port: int, factory: Any) -> None:
+    def __init__(
+        self, label: str, reactor: Any, host: str, port: int, factory: Any, backlog: int = 50
+    ) -> None:
         self.label = label
+        self._backlog = backlog
         self._reactor = reactor
         self._host = host
         self._port_number = port
@@ -270,7 +275,9 @@ class ListenerService(Service):
         self.port: IListeningPort | None = None
 
     def privilegedStartService(self) -> None:
-        self.port = self._reactor.listenTCP(self._port_number, self._factory, interface=self._host)
+        self.port = self._reactor.listenTCP(
+            self._port_number, self._factory, backlog=self._backlog, interface=self._host
+        )
         super().privilegedStartService()
 
     def startService(self) -> None:
@@ -440,7 +447,7 @@ class ProxyService(MultiService):
         codec = Codec(ctx=Context(tz=config.tz))
         self.piles = PileServerFactory(config, reactor, self.delivery, self.metrics, codec)
         self.pile_listener = PileListenerService(
-            "pile port", reactor, config.host, config.tcp_port, self.piles
+            "pile port", reactor, config.host, config.tcp_port, self.piles, backlog=config.listen_backlog
         )
         self.pile_listener.setServiceParent(self)
         from ykcproxy.api import outbox_routes

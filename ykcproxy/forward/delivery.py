@@ -115,6 +115,8 @@ class Delivery:
         self.publisher = publisher
         self.clock = clock
         self.store: Store = store or MemoryStore()
+        if hasattr(self.store, "on_progress"):
+            self.store.on_progress = self._store_progress  # type: ignore[attr-defined]
         self.max_in_flight = max_in_flight
         self.backoff = backoff
         self._on_delivered = on_delivered
@@ -207,21 +209,31 @@ class Delivery:
         self._check_pressure()
         self._pump()
 
+    def load(self) -> int:
+        """What backpressure measures: messages not yet delivered, plus the store's
+        operations not yet committed (a durable store that falls behind counts too)."""
+        return self._depth + getattr(self.store, "backlog", 0)
+
+    def _store_progress(self) -> None:
+        if self.pressure:
+            self._check_pressure()
+
     def _check_pressure(self) -> None:
         if self.high_water is None:
             return
-        if not self.pressure and self._depth >= self.high_water:
+        load = self.load()
+        if not self.pressure and load >= self.high_water:
             self.pressure = True
             log.warn(
-                "{depth} messages wait for delivery (limit {limit}): pausing reads from piles",
-                depth=self._depth,
+                "{load} messages wait for delivery or the disk (limit {limit}): pausing reads from piles",
+                load=load,
                 limit=self.high_water,
             )
             if self._on_pressure is not None:
                 self._on_pressure(True)
-        elif self.pressure and self._depth <= self.low_water:
+        elif self.pressure and load <= self.low_water:
             self.pressure = False
-            log.info("{depth} messages wait for delivery: reading from piles again", depth=self._depth)
+            log.info("{load} messages wait for delivery or the disk: reading from piles again", load=load)
             if self._on_pressure is not None:
                 self._on_pressure(False)
 
@@ -229,7 +241,7 @@ class Delivery:
         pile = item.message.pile_id
         queue = self._queues.get(pile)
         self._depth += 1
-        if self.high_water is not None and self._depth >= self.high_water:
+        if self.high_water is not None and self._depth >= self.high_water - getattr(self.store, "backlog", 0):
             self._check_pressure()
         if queue is None:
             self._queues[pile] = deque((item,))

@@ -69,6 +69,13 @@ CREATE INDEX IF NOT EXISTS records_delivered ON records (delivered);
 
 Op = Callable[[sqlite3.Connection], Any]
 
+UPSERT_RECORD = (
+    "INSERT INTO records (trade_seq, pile_id, message_id, payload, received) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (trade_seq, pile_id) DO UPDATE SET "
+    "payload = excluded.payload, times_received = times_received + 1, delivered = NULL"
+)
+MARK_DELIVERED = "UPDATE records SET delivered = ? WHERE message_id = ? AND pile_id = ?"
+
 
 def is_record(message: Message) -> bool:
     """Whether ``message`` is a decoded 0x3B (its id is ``<pile>-3b-<tradeSeq>``)."""
@@ -83,12 +90,17 @@ class SqliteOutbox:
 
     durable = True
 
+    #: The writer waits this long after the first queued operation to gather more into
+    #: the same transaction (one commit, one fsync), unless ``MAX_BATCH`` are queued.
+    BATCH_WINDOW = 0.002
+    MAX_BATCH = 4096
+
     def __init__(self, directory: str, reactor: Any, retention: float = 7 * 86400.0) -> None:
         os.makedirs(directory, exist_ok=True)
         self.path = os.path.join(directory, "outbox.sqlite3")
         self.retention = retention
         self._reactor = reactor
-        self._ops: queue.SimpleQueue[tuple[Op, Deferred[Any] | None] | None] = queue.SimpleQueue()
+        self._ops: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -99,50 +111,105 @@ class SqliteOutbox:
         self._next_key = (row.fetchone()[0] or 0) + 1
         self.dead_count = self._db.execute("SELECT count(*) FROM dead").fetchone()[0]
         self.commits = 0
+        #: Operations queued and not yet committed (part of the backpressure measure).
+        self.backlog = 0
+        #: Called on the reactor thread after each commit (Delivery re-checks its pressure).
+        self.on_progress: Callable[[], None] | None = None
         self._thread = threading.Thread(target=self._run, name="ykcproxy-outbox", daemon=True)
         self._thread.start()
         self._closed = False
 
     # -- the writer thread ------------------------------------------------------
-    def _run(self) -> None:
-        db = self._db
+    def _gather(self) -> list[tuple[Any, ...] | None]:
         ops = self._ops
-        while True:
-            first = ops.get()
-            batch = [first]
-            while True:
+        batch = [ops.get()]
+        deadline = time.monotonic() + self.BATCH_WINDOW
+        while len(batch) < self.MAX_BATCH and batch[-1] is not None:
+            try:
+                batch.append(ops.get_nowait())
+            except queue.Empty:
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    break
                 try:
-                    batch.append(ops.get_nowait())
+                    batch.append(ops.get(timeout=wait))
                 except queue.Empty:
                     break
-            stop = None in batch
-            work = [item for item in batch if item is not None]
-            results: list[tuple[Deferred[Any] | None, Any, bool]] = []
+        return batch
+
+    def _run(self) -> None:
+        db = self._db
+        while True:
+            batch = self._gather()
+            stop = batch[-1] is None
+            work = [op for op in batch if op is not None]
             try:
                 db.execute("BEGIN IMMEDIATE")
-                for op, d in work:
-                    try:
-                        results.append((d, op(db), True))
-                    except Exception:
-                        results.append((d, Failure(), False))
+                results = self._apply(db, work)
                 db.execute("COMMIT")
                 self.commits += 1
             except Exception:
                 failure = Failure()
-                log.failure("outbox commit failed", failure)
+                log.failure("outbox commit failed ({n} operations lost from the disk)", failure, n=len(work))
                 try:
                     db.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
-                results = [(d, failure, False) for _, d in work]
-            if results:
-                self._reactor.callFromThread(self._fire, results)
+                results = [(op[-1], failure, False) for op in work if op[0] != "d"]
+            self._reactor.callFromThread(self._fire, results, len(work))
             if stop:
                 db.close()
                 return
 
     @staticmethod
-    def _fire(results: list[tuple[Deferred[Any] | None, Any, bool]]) -> None:
+    def _apply(db: sqlite3.Connection, work: list[tuple[Any, ...]]) -> list[tuple[Any, Any, bool]]:
+        """Run one batch in order; an insert and a delete of the same key cancel out."""
+        inserted = {op[1] for op in work if op[0] == "i"}
+        cancelled = {op[1] for op in work if op[0] == "d" and op[1] in inserted}
+        rows: list[tuple[Any, ...]] = []
+        deletes: list[tuple[int]] = []
+        records: list[tuple[str, tuple[Any, ...]]] = []
+        results: list[tuple[Any, Any, bool]] = []
+
+        def write() -> None:
+            if rows:
+                db.executemany("INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?)", rows)
+                rows.clear()
+            if deletes:
+                db.executemany("DELETE FROM outbox WHERE key = ?", deletes)
+                deletes.clear()
+            for sql, args in records:
+                db.execute(sql, args)
+            records.clear()
+
+        for op in work:
+            kind = op[0]
+            if kind == "i":
+                _, key, row, record, d = op
+                if key not in cancelled:
+                    rows.append(row)
+                if record is not None:
+                    records.append((UPSERT_RECORD, record))
+                if d is not None:
+                    results.append((d, None, True))
+            elif kind == "d":
+                _, key, mark = op
+                if key not in cancelled:
+                    deletes.append((key,))
+                if mark is not None:
+                    records.append((MARK_DELIVERED, mark))
+            else:
+                write()
+                _, fn, d = op
+                try:
+                    results.append((d, fn(db), True))
+                except Exception:
+                    results.append((d, Failure(), False))
+        write()
+        return results
+
+    def _fire(self, results: list[tuple[Deferred[Any] | None, Any, bool]], done: int) -> None:
+        self.backlog -= done
         for d, value, ok in results:
             if d is None:
                 continue
@@ -150,15 +217,21 @@ class SqliteOutbox:
                 d.callback(value)
             else:
                 d.errback(value)
+        if self.on_progress is not None:
+            self.on_progress()
+
+    def _put(self, op: tuple[Any, ...]) -> None:
+        self.backlog += 1
+        self._ops.put(op)
 
     def run(self, op: Op) -> Deferred[Any]:
         """Run ``op(connection)`` in the writer thread, in its own order; Deferred of its result."""
         d: Deferred[Any] = Deferred()
-        self._ops.put((op, d))
+        self._put(("f", op, d))
         return d
 
     def _later(self, op: Op) -> None:
-        self._ops.put((op, None))
+        self._put(("f", op, None))
 
     # -- Store ------------------------------------------------------------------------
     def append(
@@ -172,36 +245,20 @@ class SqliteOutbox:
         self._next_key += 1
         now = time.time()
         row = (key, message.pile_id, message.ft, message.message_id, message.payload, now)
-
-        def insert(db: sqlite3.Connection) -> None:
-            db.execute("INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?)", row)
-            if is_record(message) and not replay:
-                trade_seq = message.message_id.rsplit("-", 1)[-1]
-                db.execute(
-                    "INSERT INTO records (trade_seq, pile_id, message_id, payload, received) "
-                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (trade_seq, pile_id) DO UPDATE SET "
-                    "payload = excluded.payload, times_received = times_received + 1, delivered = NULL",
-                    (trade_seq, message.pile_id, message.message_id, message.payload, now),
-                )
-
-        if not confirm:
-            self._later(insert)
-            return key, None
-        return key, self.run(insert)
+        record = None
+        if is_record(message) and not replay:
+            trade_seq = message.message_id.rsplit("-", 1)[-1]
+            record = (trade_seq, message.pile_id, message.message_id, message.payload, now)
+        d: Deferred[None] | None = Deferred() if confirm else None
+        self._put(("i", key, row, record, d))
+        return key, d
 
     def delivered(self, key: int, message: Message | None = None) -> None:
         """Queue the delete of a delivered message (and note a record's delivery)."""
-        now = time.time()
-
-        def delete(db: sqlite3.Connection) -> None:
-            db.execute("DELETE FROM outbox WHERE key = ?", (key,))
-            if message is not None and is_record(message):
-                db.execute(
-                    "UPDATE records SET delivered = ? WHERE message_id = ? AND pile_id = ?",
-                    (now, message.message_id, message.pile_id),
-                )
-
-        self._later(delete)
+        mark = None
+        if message is not None and is_record(message):
+            mark = (time.time(), message.message_id, message.pile_id)
+        self._put(("d", key, mark))
 
     def dead_letter(self, key: int, attempts: int, error: str) -> None:
         """Move an undeliverable message to the dead-letter table."""
