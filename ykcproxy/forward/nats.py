@@ -303,15 +303,20 @@ class NatsPublisher:
         item = _Item(message, d, time.monotonic() + self.publish_timeout)
         self._inbox.append(item)
         if not self._inbox_scheduled:
+            # Hand over once per reactor turn: everything published while the
+            # reactor handles this turn's reads goes to the NATS thread in one wake-up.
             self._inbox_scheduled = True
-            assert self._loop is not None
-            try:
-                self._loop.call_soon_threadsafe(self._wake)
-            except RuntimeError:  # the loop is closed: only if the thread died
-                self._inbox_scheduled = False
-                self._inbox.remove(item)
-                return fail(PublishError("the NATS thread is not running"))
+            self._reactor.callLater(0, self._hand_over)
         return d
+
+    def _hand_over(self) -> None:
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(self._wake)
+        except RuntimeError:  # the loop is closed: only if the thread died
+            self._inbox_scheduled = False
+            while self._inbox:
+                self._inbox.popleft().deferred.errback(PublishError("the NATS thread is not running"))
 
     def stop(self) -> Deferred[None]:
         """Fail new publishes, wait (up to ``stop_timeout``) for the confirmations
