@@ -2,10 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections import Counter as Tally
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+
+
+class _TallyCollector:
+    """Per-frame counters kept in plain dicts and turned into metrics at scrape time.
+
+    A prometheus_client Counter takes a lock on every increment; these are
+    bumped several times per frame on the reactor thread, so they are not.
+    """
+
+    def __init__(self) -> None:
+        self.families: list[tuple[str, str, str, Tally[str]]] = []
+
+    def tally(self, name: str, documentation: str, label: str) -> Tally[str]:
+        counts: Tally[str] = Tally()
+        self.families.append((name, documentation, label, counts))
+        return counts
+
+    def collect(self) -> Iterator[Metric]:
+        for name, documentation, label, counts in self.families:
+            family = CounterMetricFamily(name, documentation, labels=[label])
+            for value, count in sorted(counts.items()):
+                family.add_metric([value], count)
+            yield family
 
 
 class Metrics:
@@ -14,14 +38,16 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.frames_in = Counter("ykc_frames_in", "Frames received from piles", ["ft"], registry=r)
-        self.frames_out = Counter("ykc_frames_out", "Frames sent to piles", ["ft"], registry=r)
-        self.frame_errors = Counter(
-            "ykc_frame_errors", "Frames or bytes dropped from piles, by kind", ["kind"], registry=r
+        tallies = _TallyCollector()
+        self.frames_in = tallies.tally("ykc_frames_in", "Frames received from piles", "ft")
+        self.frames_out = tallies.tally("ykc_frames_out", "Frames sent to piles", "ft")
+        self.frame_errors = tallies.tally(
+            "ykc_frame_errors", "Frames or bytes dropped from piles, by kind", "kind"
         )
+        self.forward_ok = tallies.tally("ykc_forward_ok", "Messages delivered to the consumer", "ft")
+        r.register(tallies)  # type: ignore[arg-type]
         self.connections = Gauge("ykc_connections", "Open pile TCP connections", registry=r)
         self.piles = Gauge("ykc_piles_online", "Piles with an accepted login", registry=r)
-        self.forward_ok = Counter("ykc_forward_ok", "Messages delivered to the consumer", ["ft"], registry=r)
         self.forward_failed = Counter(
             "ykc_forward_failed", "Delivery attempts that failed (retried later)", registry=r
         )
@@ -40,30 +66,22 @@ class Metrics:
         self.rest_requests = Counter(
             "ykc_rest_requests", "REST requests by route and status code", ["route", "code"], registry=r
         )
-        self._cache: dict[tuple[int, str], Any] = {}
-
-    def _child(self, metric: Counter, key: str) -> Any:
-        cache_key = (id(metric), key)
-        child = self._cache.get(cache_key)
-        if child is None:
-            child = self._cache[cache_key] = metric.labels(key)
-        return child
 
     def frame_in(self, ft: str) -> None:
         """Count one frame from a pile."""
-        self._child(self.frames_in, ft).inc()
+        self.frames_in[ft] += 1
 
     def frame_out(self, ft: str) -> None:
         """Count one frame to a pile."""
-        self._child(self.frames_out, ft).inc()
+        self.frames_out[ft] += 1
 
     def frame_error(self, kind: str) -> None:
         """Count one dropped frame or run of bytes."""
-        self._child(self.frame_errors, kind).inc()
+        self.frame_errors[kind] += 1
 
     def delivered(self, ft: str, latency: float) -> None:
         """Count one delivered message."""
-        self._child(self.forward_ok, ft).inc()
+        self.forward_ok[ft] += 1
         self.forward_latency.observe(latency)
 
     def gauge_function(self, gauge: Gauge, fn: Callable[[], float]) -> None:

@@ -92,7 +92,7 @@ class SqliteOutbox:
 
     #: The writer waits this long after the first queued operation to gather more into
     #: the same transaction (one commit, one fsync), unless ``MAX_BATCH`` are queued.
-    BATCH_WINDOW = 0.002
+    BATCH_WINDOW = 0.005
     MAX_BATCH = 4096
 
     def __init__(self, directory: str, reactor: Any, retention: float = 7 * 86400.0) -> None:

@@ -176,7 +176,7 @@ class PileServerFactory(Factory):
             message = self._message(frame, pile_id, fields, message_id=f"{pile_id}-3b-{fields['tradeSeq']}")
             self._forward_transaction(pile_id, fields["tradeSeq"], frame.seq, message)
             return
-        if ftype.answers is not None:
+        if ftype.answers is not None and self.waiters:
             self.waiters.deliver(pile_id, code, fields)
         if self.forward is not None:
             self.forward.submit(self._message(frame, pile_id, fields))

@@ -30,6 +30,10 @@ class ReplyWaiters:
     def __init__(self) -> None:
         self._by_pile: dict[str, list[_Waiter]] = {}
 
+    def __bool__(self) -> bool:
+        """Whether anything waits at all (the per-frame check is this cheap)."""
+        return bool(self._by_pile)
+
     def wait(self, pile_id: str, code: int, match: Mapping[str, Any]) -> Deferred[dict[str, Any]]:
         """A Deferred that fires with the decoded reply (cancel it to stop waiting)."""
         waiters = self._by_pile.setdefault(pile_id, [])

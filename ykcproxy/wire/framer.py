@@ -9,6 +9,8 @@ frame is still found.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import attrs
 
 from ykcproxy.wire.crc import CrcOrder, crc16
@@ -19,9 +21,12 @@ MIN_LENGTH = 4
 OVERHEAD = 4
 
 
-@attrs.frozen(slots=True)
-class RawFrame:
-    """One frame as it came off the wire (CRC already checked)."""
+class RawFrame(NamedTuple):
+    """One frame as it came off the wire (CRC already checked).
+
+    A NamedTuple rather than a frozen attrs class: one is built per frame,
+    and a tuple is the cheapest immutable value to build.
+    """
 
     seq: int
     encrypted: bool
