@@ -143,7 +143,11 @@ class ConsumerOutage(TestCase):
         for link in links:
             for _ in range(5):
                 yield link.expect(0x40)
-        code, health = yield rest(proxy, "GET", "/healthz")
+        for _ in range(100):  # the first failed POST marks the forwarder degraded
+            code, health = yield rest(proxy, "GET", "/healthz")
+            if code == 503:
+                break
+            yield settle(0.02)
         self.assertEqual(code, 503)
         self.assertIn("forwarder", health["degraded"])
         self.assertEqual(consumer.posts, [])
