@@ -215,3 +215,22 @@ class BatchMode(TestCase):
                 m["tradeSeq"] for m in messages if m.get("id") == pile and m["header"]["frameId"] == "13"
             ]
             self.assertEqual(trades, [example(0x13, pile, salt=i)["tradeSeq"] for i in range(30)])
+
+
+class Failover(TestCase):
+    """Several --servers are replicas: a failing one is skipped, the one that works stays current."""
+
+    @inlineCallbacks
+    def test_next_endpoint_on_failure(self):
+        down, down_url = start_consumer(self)
+        down.answer = lambda post: 503
+        up, up_url = start_consumer(self)
+        proxy = start_proxy(self, servers=(down_url, "http://" + up_url + "/"), auto_verification=True)
+        link = yield login(self, proxy, PILE)
+        for i in range(5):
+            link.send(0x13, example(0x13, PILE, salt=i))
+        yield up.count(7)
+        self.assertEqual([p.path for p in up.posts], ["/01", "/online"] + ["/13"] * 5)
+        self.assertEqual(down.posts, [])
+        self.assertEqual(proxy.publisher.health()["endpoint"], "http://" + up_url)
+        self.assertEqual(proxy.delivery.retries, 0)  # failover within one attempt, no backoff
