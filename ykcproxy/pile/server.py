@@ -173,8 +173,10 @@ class PileServerFactory(Factory):
             self.send(session, BILLING_VERIFY_REPLY, answer, frame.seq)
         elif code == TRANSACTION:
             session.remember_trade(fields["tradeSeq"], frame.seq)
-            message = self._message(frame, pile_id, fields, message_id=f"{pile_id}-3b-{fields['tradeSeq']}")
-            self._forward_transaction(pile_id, fields["tradeSeq"], frame.seq, message)
+            if self.forward is not None:
+                message_id = f"{pile_id}-3b-{fields['tradeSeq']}"
+                message = self._message(frame, pile_id, fields, message_id=message_id)
+                self._forward_transaction(pile_id, fields["tradeSeq"], frame.seq, message)
             return
         if ftype.answers is not None and self.waiters:
             self.waiters.deliver(pile_id, code, fields)
@@ -266,9 +268,8 @@ class PileServerFactory(Factory):
         session.time_sync = self.clock.callLater(DAY, self._time_sync, session)
 
     # -- transactions ---------------------------------------------------------------
-    def _forward_transaction(self, pile_id: str, trade_seq: str, seq: int, message: Message | None) -> None:
-        if self.forward is None or message is None:
-            return
+    def _forward_transaction(self, pile_id: str, trade_seq: str, seq: int, message: Message) -> None:
+        assert self.forward is not None
         if not self.auto_confirm:
             self.forward.submit(message)
             return
