@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 _std = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
@@ -17,6 +16,13 @@ def dumps_std(obj: Any) -> bytes:
 try:
     import orjson
 
-    dumps: Callable[[Any], bytes] = orjson.dumps
+    def dumps(obj: Any) -> bytes:
+        """UTF-8 compact JSON with orjson, copied to an exactly sized bytes.
+
+        orjson's own result keeps its growable buffer (4 KiB and up) allocated;
+        a message that waits in the outbox queue would hold all of it.
+        """
+        return bytes(memoryview(orjson.dumps(obj)))
+
 except ImportError:  # pragma: no cover - orjson is a dependency; this keeps a broken install working
     dumps = dumps_std

@@ -91,9 +91,11 @@ class SqliteOutbox:
     durable = True
 
     #: The writer waits this long after the first queued operation to gather more into
-    #: the same transaction (one commit, one fsync), unless ``MAX_BATCH`` are queued.
+    #: the same transaction (one commit, one fsync), unless ``MAX_BATCH`` are queued...
     BATCH_WINDOW = 0.005
-    MAX_BATCH = 4096
+    #: ...or this long when nobody waits for the commit (no record to confirm).
+    LAZY_WINDOW = 0.2
+    MAX_BATCH = 8192
 
     def __init__(self, directory: str, reactor: Any, retention: float = 7 * 86400.0) -> None:
         os.makedirs(directory, exist_ok=True)
@@ -120,21 +122,39 @@ class SqliteOutbox:
         self._closed = False
 
     # -- the writer thread ------------------------------------------------------
+    @staticmethod
+    def _urgent(op: tuple[Any, ...] | None) -> bool:
+        """Whether someone waits for this operation: a close, a read, or an insert to confirm."""
+        return op is None or op[0] == "f" or (op[0] == "i" and op[-1] is not None)
+
     def _gather(self) -> list[tuple[Any, ...] | None]:
+        """The next batch: everything queued within the window after the first operation.
+
+        The window is ``BATCH_WINDOW`` when someone waits for a commit (a 0x3B to
+        confirm, a read, a close), else ``LAZY_WINDOW``: a message delivered within
+        it is never written at all.  Either way a commit writes every earlier
+        insert too, so what is on disk is always a prefix of what piles sent.
+        """
         ops = self._ops
-        batch = [ops.get()]
-        deadline = time.monotonic() + self.BATCH_WINDOW
+        first = ops.get()
+        batch = [first]
+        urgent = self._urgent(first)
+        deadline = time.monotonic() + (self.BATCH_WINDOW if urgent else self.LAZY_WINDOW)
         while len(batch) < self.MAX_BATCH and batch[-1] is not None:
             try:
-                batch.append(ops.get_nowait())
+                op = ops.get_nowait()
             except queue.Empty:
                 wait = deadline - time.monotonic()
                 if wait <= 0:
                     break
                 try:
-                    batch.append(ops.get(timeout=wait))
+                    op = ops.get(timeout=wait)
                 except queue.Empty:
                     break
+            batch.append(op)
+            if not urgent and self._urgent(op):
+                urgent = True
+                deadline = min(deadline, time.monotonic() + self.BATCH_WINDOW)
         return batch
 
     def _run(self) -> None:
