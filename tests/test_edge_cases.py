@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
+import attrs
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import Clock
 from twisted.python import usage
@@ -252,3 +253,20 @@ class DataDirOption(TestCase):
         opts = Options()
         error = self.assertRaises(usage.UsageError, opts.parseOptions, ["--dataDir", path])
         self.assertIn("--dataDir", str(error))
+
+
+class NothingCrossesTheDaemonFork(TestCase):
+    """twistd forks between building the service and starting it: no thread may exist before."""
+
+    def test_outbox_thread_starts_with_the_service(self):
+        from ykcproxy.service import ProxyService
+
+        config = ProxyConfig(host="127.0.0.1", tcp_port=0, http_port=0, servers=("127.0.0.1:9",))
+        config = attrs.evolve(config, data_dir=self.mktemp())
+        proxy = ProxyService(config, reactor)
+        self.assertIsNone(proxy.outbox._thread)
+        self.assertIsNone(proxy.outbox._db)
+        proxy.privilegedStartService()
+        proxy.startService()
+        self.assertTrue(proxy.outbox._thread.is_alive())
+        return proxy.stopService()

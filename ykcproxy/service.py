@@ -342,6 +342,7 @@ class ForwarderService(Service):
         if self.outbox is None:
             self.recovered.callback(0)
             return
+        self.outbox.start()
         self.delivery.hold()
         pending = self.outbox.pending()
 
@@ -416,7 +417,9 @@ class ProxyService(MultiService):
             )
         else:
             if config.durable:
-                self.outbox = SqliteOutbox(config.data_dir, reactor, retention=config.retention_days * 86400)
+                self.outbox = SqliteOutbox(
+                    config.data_dir, reactor, retention=config.retention_days * 86400, start=False
+                )
                 log.info("durable outbox at {path}", path=self.outbox.path)
             else:
                 log.warn(

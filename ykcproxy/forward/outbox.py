@@ -97,29 +97,49 @@ class SqliteOutbox:
     LAZY_WINDOW = 0.2
     MAX_BATCH = 8192
 
-    def __init__(self, directory: str, reactor: Any, retention: float = 7 * 86400.0) -> None:
-        os.makedirs(directory, exist_ok=True)
+    def __init__(
+        self, directory: str, reactor: Any, retention: float = 7 * 86400.0, start: bool = True
+    ) -> None:
         self.path = os.path.join(directory, "outbox.sqlite3")
+        self.directory = directory
         self.retention = retention
         self._reactor = reactor
         self._ops: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
-        row = self._db.execute(
-            "SELECT max(m) FROM (SELECT max(key) m FROM outbox UNION ALL SELECT max(key) FROM dead)"
-        )
-        self._next_key = (row.fetchone()[0] or 0) + 1
-        self.dead_count = self._db.execute("SELECT count(*) FROM dead").fetchone()[0]
+        self._db: sqlite3.Connection | None = None
+        self._next_key = 0
+        self.dead_count = 0
         self.commits = 0
         #: Operations queued and not yet committed (part of the backpressure measure).
         self.backlog = 0
         #: Called on the reactor thread after each commit (Delivery re-checks its pressure).
         self.on_progress: Callable[[], None] | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Open the database and start the writer thread.
+
+        Separate from construction because ``twistd`` forks to daemonize after
+        building the service and before starting it: neither a thread nor an
+        open SQLite connection may cross that fork.
+        """
+        if self._thread is not None:
+            return
+        os.makedirs(self.directory, exist_ok=True)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(SCHEMA)
+        row = db.execute(
+            "SELECT max(m) FROM (SELECT max(key) m FROM outbox UNION ALL SELECT max(key) FROM dead)"
+        )
+        self._next_key = (row.fetchone()[0] or 0) + 1
+        self.dead_count = db.execute("SELECT count(*) FROM dead").fetchone()[0]
+        self._db = db
         self._thread = threading.Thread(target=self._run, name="ykcproxy-outbox", daemon=True)
         self._thread.start()
-        self._closed = False
 
     # -- the writer thread ------------------------------------------------------
     @staticmethod
@@ -159,6 +179,7 @@ class SqliteOutbox:
 
     def _run(self) -> None:
         db = self._db
+        assert db is not None
         while True:
             batch = self._gather()
             stop = batch[-1] is None
@@ -261,6 +282,7 @@ class SqliteOutbox:
 
         A 0x3B also goes to the records table, unless it is a ``replay`` of a dead letter.
         """
+        assert self._thread is not None, "append before start()"
         key = self._next_key
         self._next_key += 1
         now = time.time()
@@ -410,10 +432,14 @@ class SqliteOutbox:
             return d
         self._closed = True
         done: Deferred[None] = Deferred()
+        thread = self._thread
+        if thread is None:
+            done.callback(None)
+            return done
         self._ops.put(None)
 
         def joined() -> None:
-            self._thread.join()
+            thread.join()
             self._reactor.callFromThread(done.callback, None)
 
         threading.Thread(target=joined, name="ykcproxy-outbox-join", daemon=True).start()
