@@ -16,7 +16,11 @@ A step is *sustained* when the target's rate is at least 95 % of the rate
 the simulator really sent in it.  The result per target is its highest
 sustained step and its rate in the ``max`` step.
 
-    python bench/burst.py [--targets reference,none,nats,http] [--http-batch 0]
+The cost of durability (issue 4) is printed at the end when a forwarder ran
+both ways in the same run: nats against nats-mem, http against http-mem
+(``--dataDir ''``), as the ratio of their ``max``-step and sustained rates.
+
+    python bench/burst.py [--targets reference,none,nats,nats-mem,http,http-mem] [--http-batch 0]
                           [--reactors default,uvloop] [--json out.json]
 """
 
@@ -189,6 +193,32 @@ def treq_ceiling(consumer: Proc, args: argparse.Namespace, work: Path) -> float:
     return float(json.loads(done.stdout.strip().splitlines()[-1])["perSecond"])
 
 
+def cost_of_durability(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each forwarder run both ways in this run (nats/nats-mem, http/http-mem):
+    frames/s with the durable outbox against the same forwarder with ``--dataDir ''``."""
+    out = []
+    for durable, memory in (("nats", "nats-mem"), ("http", "http-mem")):
+        for r in results:
+            if r["target"] != durable:
+                continue
+            m = next((x for x in results if x["target"] == memory and x["reactor"] == r["reactor"]), None)
+            if m is None:
+                continue
+            out.append(
+                {
+                    "durable": durable,
+                    "reactor": r["reactor"],
+                    "durableMax": r["maxStep"] or 0.0,
+                    "memoryMax": m["maxStep"] or 0.0,
+                    "maxRatio": ratio(r["maxStep"] or 0.0, m["maxStep"] or 0.0),
+                    "durableSustained": r["highestSustained"],
+                    "memorySustained": m["highestSustained"],
+                    "sustainedRatio": ratio(r["highestSustained"], m["highestSustained"]),
+                }
+            )
+    return out
+
+
 def main() -> None:
     """Run every target and print the table."""
     p = argparse.ArgumentParser()
@@ -237,8 +267,19 @@ def main() -> None:
             f"{r['target']:<11} {r['reactor']:<8} {r['highestSustained']:>12.0f} {r['maxStep'] or 0:>11.0f} "
             f"{rel:>7.2f} {100 * r.get('cpu', 0):>5.0f}% {extra}"
         )
+    durability = cost_of_durability(results)
+    if durability:
+        print()
+        print("Cost of durability (same run): frames/s forwarded with the outbox vs --dataDir ''")
+        for d in durability:
+            print(
+                f"  {d['durable']:<5} {d['reactor']:<8} max step {d['durableMax']:>8.0f}"
+                f" vs {d['memoryMax']:>8.0f}/s = {d['maxRatio']:.2f};"
+                f" sustained {d['durableSustained']:>8.0f} vs {d['memorySustained']:>8.0f}/s"
+                f" = {d['sustainedRatio']:.2f}"
+            )
     if args.json:
-        report = {"machine": machine, "args": vars(args), "results": results}
+        report = {"machine": machine, "args": vars(args), "results": results, "durability": durability}
         Path(args.json).write_text(json.dumps(report, indent=1))
 
 
