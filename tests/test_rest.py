@@ -624,7 +624,7 @@ class Waiting(TestCase):
         self.link = yield login(self, self.proxy, PILE)
 
     def waiters(self) -> dict[str, Any]:
-        return dict(self.proxy.piles.waiters._by_pile)
+        return dict(self.proxy.piles.waiters.by_pile)
 
     @inlineCallbacks
     def test_every_command_gets_its_reply(self) -> None:

@@ -62,6 +62,7 @@ class PileServerFactory(Factory):
         self.codec = codec or Codec()
         self.registry = Registry()
         self.waiters = ReplyWaiters()
+        self._waiting = self.waiters.by_pile  # tested per frame: a dict, not a method call
         self.connections: set[PileProtocol] = set()
         self.boot_id = os.urandom(6).hex()
         self.paused = False
@@ -178,7 +179,7 @@ class PileServerFactory(Factory):
                 message = self._message(frame, pile_id, fields, message_id=message_id)
                 self._forward_transaction(pile_id, fields["tradeSeq"], frame.seq, message)
             return
-        if ftype.answers is not None and self.waiters:
+        if ftype.answers is not None and self._waiting:
             self.waiters.deliver(pile_id, code, fields)
         if self.forward is not None:
             self.forward.submit(self._message(frame, pile_id, fields))

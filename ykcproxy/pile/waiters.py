@@ -28,20 +28,17 @@ class ReplyWaiters:
     """
 
     def __init__(self) -> None:
-        self._by_pile: dict[str, list[_Waiter]] = {}
-
-    def __bool__(self) -> bool:
-        """Whether anything waits at all (the per-frame check is this cheap)."""
-        return bool(self._by_pile)
+        #: pile id → its waiters; empty when nothing waits (callers may test it per frame).
+        self.by_pile: dict[str, list[_Waiter]] = {}
 
     def wait(self, pile_id: str, code: int, match: Mapping[str, Any]) -> Deferred[dict[str, Any]]:
         """A Deferred that fires with the decoded reply (cancel it to stop waiting)."""
-        waiters = self._by_pile.setdefault(pile_id, [])
+        waiters = self.by_pile.setdefault(pile_id, [])
 
         def cancelled(d: Deferred[dict[str, Any]]) -> None:
             waiters[:] = [w for w in waiters if w.deferred is not d]
             if not waiters:
-                self._by_pile.pop(pile_id, None)
+                self.by_pile.pop(pile_id, None)
 
         waiter = _Waiter(code, dict(match), Deferred(cancelled))
         waiters.append(waiter)
@@ -49,19 +46,19 @@ class ReplyWaiters:
 
     def deliver(self, pile_id: str, code: int, message: Mapping[str, Any]) -> bool:
         """Give a reply frame to the first waiter it matches; True if one took it."""
-        waiters = self._by_pile.get(pile_id)
+        waiters = self.by_pile.get(pile_id)
         if not waiters:
             return False
         for waiter in waiters:
             if waiter.code == code and all(message.get(k) == v for k, v in waiter.match.items()):
                 waiters.remove(waiter)
                 if not waiters:
-                    del self._by_pile[pile_id]
+                    del self.by_pile[pile_id]
                 waiter.deferred.callback(dict(message))
                 return True
         return False
 
     def fail_pile(self, pile_id: str, reason: str) -> None:
         """Fail every waiter of a pile that went away."""
-        for waiter in self._by_pile.pop(pile_id, []):
+        for waiter in self.by_pile.pop(pile_id, []):
             waiter.deferred.errback(PileGone(reason))
