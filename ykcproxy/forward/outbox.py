@@ -104,7 +104,10 @@ class SqliteOutbox:
         self.directory = directory
         self.retention = retention
         self._reactor = reactor
-        self._ops: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        #: Lists of operations, one per reactor turn (``[None]`` ends the writer).
+        self._ops: queue.SimpleQueue[list[tuple[Any, ...] | None]] = queue.SimpleQueue()
+        self._staged: list[tuple[Any, ...] | None] = []
+        self._staging = False
         self._db: sqlite3.Connection | None = None
         self._next_key = 0
         self.dead_count = 0
@@ -148,7 +151,7 @@ class SqliteOutbox:
         return op is None or op[0] == "f" or (op[0] == "i" and op[-1] is not None)
 
     def _gather(self) -> list[tuple[Any, ...] | None]:
-        """The next batch: everything queued within the window after the first operation.
+        """The next batch: everything queued within the window after the first operations.
 
         The window is ``BATCH_WINDOW`` when someone waits for a commit (a 0x3B to
         confirm, a read, a close), else ``LAZY_WINDOW``: a message delivered within
@@ -156,23 +159,22 @@ class SqliteOutbox:
         insert too, so what is on disk is always a prefix of what piles sent.
         """
         ops = self._ops
-        first = ops.get()
-        batch = [first]
-        urgent = self._urgent(first)
+        batch: list[tuple[Any, ...] | None] = list(ops.get())
+        urgent = any(self._urgent(op) for op in batch)
         deadline = time.monotonic() + (self.BATCH_WINDOW if urgent else self.LAZY_WINDOW)
         while len(batch) < self.MAX_BATCH and batch[-1] is not None:
             try:
-                op = ops.get_nowait()
+                more = ops.get_nowait()
             except queue.Empty:
                 wait = deadline - time.monotonic()
                 if wait <= 0:
                     break
                 try:
-                    op = ops.get(timeout=wait)
+                    more = ops.get(timeout=wait)
                 except queue.Empty:
                     break
-            batch.append(op)
-            if not urgent and self._urgent(op):
+            batch.extend(more)
+            if not urgent and any(self._urgent(op) for op in more):
                 urgent = True
                 deadline = min(deadline, time.monotonic() + self.BATCH_WINDOW)
         return batch
@@ -262,8 +264,18 @@ class SqliteOutbox:
             self.on_progress()
 
     def _put(self, op: tuple[Any, ...]) -> None:
+        """Stage an operation; the writer gets this reactor turn's operations as one list."""
         self.backlog += 1
-        self._ops.put(op)
+        self._staged.append(op)
+        if not self._staging:
+            self._staging = True
+            self._reactor.callLater(0, self._hand_over)
+
+    def _hand_over(self) -> None:
+        self._staging = False
+        staged, self._staged = self._staged, []
+        if staged:
+            self._ops.put(staged)
 
     def run(self, op: Op) -> Deferred[Any]:
         """Run ``op(connection)`` in the writer thread, in its own order; Deferred of its result."""
@@ -436,7 +448,8 @@ class SqliteOutbox:
         if thread is None:
             done.callback(None)
             return done
-        self._ops.put(None)
+        self._hand_over()
+        self._ops.put([None])
 
         def joined() -> None:
             thread.join()
