@@ -107,7 +107,8 @@ class SqliteOutbox:
         #: Lists of operations, one per reactor turn (``[None]`` ends the writer).
         self._ops: queue.SimpleQueue[list[tuple[Any, ...] | None]] = queue.SimpleQueue()
         self._staged: list[tuple[Any, ...] | None] = []
-        self._staging = False
+        self._staging: Any = None  # the pending hand-over (a DelayedCall)
+        self._urgent_event = threading.Event()
         self._db: sqlite3.Connection | None = None
         self._next_key = 0
         self.dead_count = 0
@@ -155,28 +156,33 @@ class SqliteOutbox:
 
         The window is ``BATCH_WINDOW`` when someone waits for a commit (a 0x3B to
         confirm, a read, a close), else ``LAZY_WINDOW``: a message delivered within
-        it is never written at all.  Either way a commit writes every earlier
+        it is never written at all, and the writer sleeps through it instead of
+        waking for every reactor turn.  Either way a commit writes every earlier
         insert too, so what is on disk is always a prefix of what piles sent.
         """
         ops = self._ops
         batch: list[tuple[Any, ...] | None] = list(ops.get())
         urgent = any(self._urgent(op) for op in batch)
-        deadline = time.monotonic() + (self.BATCH_WINDOW if urgent else self.LAZY_WINDOW)
+        if not urgent:
+            # Woken early only by an urgent operation (see _put).
+            self._urgent_event.wait(self.LAZY_WINDOW)
+        else:
+            self._urgent_event.wait(self.BATCH_WINDOW)
+        self._urgent_event.clear()
         while len(batch) < self.MAX_BATCH and batch[-1] is not None:
             try:
-                more = ops.get_nowait()
+                batch.extend(ops.get_nowait())
             except queue.Empty:
-                wait = deadline - time.monotonic()
-                if wait <= 0:
-                    break
+                break
+        if batch[-1] is not None and any(self._urgent(op) for op in batch) and not urgent:
+            # An urgent operation arrived during the lazy window: give its
+            # companions of the same moment a short window too.
+            time.sleep(self.BATCH_WINDOW)
+            while len(batch) < self.MAX_BATCH and batch[-1] is not None:
                 try:
-                    more = ops.get(timeout=wait)
+                    batch.extend(ops.get_nowait())
                 except queue.Empty:
                     break
-            batch.extend(more)
-            if not urgent and any(self._urgent(op) for op in more):
-                urgent = True
-                deadline = min(deadline, time.monotonic() + self.BATCH_WINDOW)
         return batch
 
     def _run(self) -> None:
@@ -267,15 +273,18 @@ class SqliteOutbox:
         """Stage an operation; the writer gets this reactor turn's operations as one list."""
         self.backlog += 1
         self._staged.append(op)
-        if not self._staging:
-            self._staging = True
-            self._reactor.callLater(0, self._hand_over)
+        if self._staging is None:
+            self._staging = self._reactor.callLater(0, self._hand_over)
 
     def _hand_over(self) -> None:
-        self._staging = False
+        if self._staging is not None and self._staging.active():
+            self._staging.cancel()
+        self._staging = None
         staged, self._staged = self._staged, []
         if staged:
             self._ops.put(staged)
+            if any(self._urgent(op) for op in staged):
+                self._urgent_event.set()
 
     def run(self, op: Op) -> Deferred[Any]:
         """Run ``op(connection)`` in the writer thread, in its own order; Deferred of its result."""
@@ -450,6 +459,7 @@ class SqliteOutbox:
             return done
         self._hand_over()
         self._ops.put([None])
+        self._urgent_event.set()
 
         def joined() -> None:
             thread.join()
