@@ -439,6 +439,7 @@ class ProxyService(MultiService):
                 on_pressure=lambda paused: self.piles.pause_reading(paused),
             )
             delivery = self.delivery
+            delivery.single_publish = config.messaging is MessagingType.NATS
             self.metrics.gauge_function(self.metrics.outbox_depth, lambda: delivery.depth)
             self.metrics.gauge_function(self.metrics.outbox_oldest, delivery.oldest_age)
             self.metrics.gauge_function(self.metrics.reading_paused, lambda: float(delivery.pressure))
@@ -473,8 +474,8 @@ class ProxyService(MultiService):
 
     #: NATS publishes go in groups of up to this many (each pile's in order, on one
     #: connection), so a busy pile is not limited to one message per round trip.
-    NATS_GROUP = 512
-    NATS_GROUPS_IN_FLIGHT = 8
+    NATS_GROUP = 64
+    NATS_GROUPS_IN_FLIGHT = 64
 
     @classmethod
     def _batch_size(cls, config: ProxyConfig) -> int:

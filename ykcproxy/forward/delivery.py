@@ -138,6 +138,8 @@ class Delivery:
         self.retries = 0
         #: With a batch size, the publisher's ``publish_batch`` sends up to that many at once.
         self.batch_size = batch_size
+        #: In batch mode, send a lone message with ``publish`` (NATS: same wire, less work).
+        self.single_publish = False
 
     # -- introspection --------------------------------------------------
     @property
@@ -262,7 +264,10 @@ class Delivery:
                 if self.batch_size:
                     groups = self._take_batch()
                     messages = [item.message for _, items in groups for item in items]
-                    d = self._publish(self.publisher.publish_batch, messages)  # type: ignore[attr-defined]
+                    if len(messages) == 1 and self.single_publish:
+                        d = self._publish(self.publisher.publish, messages[0])
+                    else:
+                        d = self._publish(self.publisher.publish_batch, messages)  # type: ignore[attr-defined]
                 else:
                     pile = ready.popleft()
                     head = self._queues[pile][0]
