@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import zoneinfo
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import IService, MultiService, Service
@@ -65,6 +66,21 @@ def _port(value: str) -> int:
     return port
 
 
+def _int_from(lo: int) -> Callable[[str], int]:
+    """A coercer of whole numbers of at least ``lo``."""
+
+    def coerce(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a whole number") from None
+        if number < lo:
+            raise ValueError(f"{value!r} must be at least {lo}")
+        return number
+
+    return coerce
+
+
 def _positive(value: str) -> float:
     try:
         number = float(value)
@@ -75,24 +91,8 @@ def _positive(value: str) -> float:
     return number
 
 
-def _count(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a whole number") from None
-    if number < 1:
-        raise ValueError(f"{value!r} must be at least 1")
-    return number
-
-
-def _whole(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a whole number") from None
-    if number < 0:
-        raise ValueError(f"{value!r} must not be negative")
-    return number
+_count = _int_from(1)
+_whole = _int_from(0)
 
 
 def _messaging(value: str) -> MessagingType:
