@@ -261,3 +261,22 @@ class StalledFalseStart(TestCase):
         self.assertEqual((reply.code, reply.seq), (0x02, 3))
         self.assertIn('kind="stall"', rig.factory.metrics.render().decode())
         self.assertEqual(proto._framer.pending, 0)
+
+
+class ConfirmAfterReplacement(TestCase):
+    def test_no_0x40_on_a_link_that_did_not_send_the_record(self):
+        rig = Rig(hold=True, auto_verification=True, auto_transaction_record_confirm=True)
+        old, old_transport = rig.connect(5000)
+        rig.send(old, 0x01, example(0x01, PILE))
+        rig.send(old, 0x3B, example(0x3B, PILE), seq=0x21)
+        new, new_transport = rig.connect(5001)
+        rig.send(new, 0x01, example(0x01, PILE))  # replaces the old link
+        rig.replies(new_transport)
+        while rig.publisher.pending:  # 01, online, 3b, offline, 01, online
+            rig.publisher.pending.pop(0).callback(None)
+        self.assertEqual([f.code for f in rig.replies(new_transport)], [])
+        rig.send(new, 0x3B, example(0x3B, PILE), seq=0x05)  # the pile sends it again
+        while rig.publisher.pending:
+            rig.publisher.pending.pop(0).callback(None)
+        (confirm,) = rig.replies(new_transport)
+        self.assertEqual((confirm.code, confirm.seq), (0x40, 0x05))

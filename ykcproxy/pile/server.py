@@ -279,15 +279,17 @@ class PileServerFactory(Factory):
 
         def confirm(_: object) -> None:
             session = self.registry.get(pile_id)
-            if session is None:
+            reply_seq = session.trade_seqs.get(trade_seq) if session is not None else None
+            if session is None or reply_seq is None:
+                # Gone, or logged in again on a link that has not sent this record: a
+                # 0x40 there would carry a seq of the old link. The pile sends it again.
                 self.log.info(
-                    "record {trade_seq} of pile {pile_id} is stored, but the pile is gone; "
+                    "record {trade_seq} of pile {pile_id} is stored, but not on its current link; "
                     "it will send it again",
                     trade_seq=trade_seq,
                     pile_id=pile_id,
                 )
                 return
-            reply_seq = session.trade_seqs.get(trade_seq, seq)
             self.send(session, TRANSACTION_CONFIRM, {"tradeSeq": trade_seq, "result": 0}, reply_seq)
 
         safe.addCallback(confirm)
