@@ -53,7 +53,7 @@ from bench.common import (  # noqa: E402
     ratio,
     reference_frames,
     start_consumer,
-    start_nats,
+    start_nats_proxy,
     start_proxy,
     start_reference,
     workdir,
@@ -105,12 +105,8 @@ def run_target(target: str, reactor: str, args: argparse.Namespace, work: Path) 
         )
         counter = lambda: proxy_frames_in(rest)  # noqa: E731
     elif target in ("nats", "nats-mem"):
-        nats, nats_port, monitor = start_nats(work)
+        proc, port, rest, nats, monitor = start_nats_proxy(work, target, reactor, name, args.profile)
         extra.append(nats)
-        options = ["--messagingServerType", "nats", "--servers", f"nats://127.0.0.1:{nats_port}"]
-        if target == "nats-mem":  # no durable outbox: messages kept in memory only
-            options += ["--dataDir", ""]
-        proc, port, rest = start_proxy(work, options, reactor, name=name, profile=args.profile)
         counter = lambda: nats_in_msgs(monitor)  # noqa: E731
     elif target in ("http", "http-batch", "http-mem"):
         consumer, cport = start_consumer(work)

@@ -263,6 +263,20 @@ def start_proxy(
     return proc, tcp, http
 
 
+def start_nats_proxy(
+    work: Path, target: str, reactor: str, name: str, profile: str = ""
+) -> tuple[Proc, int, int, Proc, int]:
+    """A nats-server and a proxy forwarding to it; ``target`` ``nats-mem`` runs
+    without the durable outbox (``--dataDir ''``).  Returns (proxy, pile port,
+    REST port, nats-server, its monitoring port)."""
+    nats, nats_port, monitor = start_nats(work)
+    options = ["--messagingServerType", "nats", "--servers", f"nats://127.0.0.1:{nats_port}"]
+    if target == "nats-mem":  # no durable outbox: messages kept in memory only
+        options += ["--dataDir", ""]
+    proc, port, rest = start_proxy(work, options, reactor, name=name, profile=profile)
+    return proc, port, rest, nats, monitor
+
+
 def start_reference(work: Path, reactor: str = "default") -> tuple[Proc, int, int]:
     """The bare-framing reference server; returns (proc, pile port, stats port)."""
     tcp, stats = free_port(), free_port()

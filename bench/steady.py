@@ -28,7 +28,7 @@ from bench.common import (  # noqa: E402
     print_machine,
     raise_open_file_limit,
     ratio,
-    start_nats,
+    start_nats_proxy,
     start_proxy,
     start_reference,
     workdir,
@@ -46,14 +46,10 @@ def run_target(target: str, reactor: str, args: argparse.Namespace, work: Path) 
             work, ["--messagingServerType", "none"], reactor, name=f"proxy-none-{reactor}"
         )
     elif target in ("nats", "nats-mem"):
-        nats, nats_port, monitor = start_nats(work)
-        extra.append(nats)
-        options = ["--messagingServerType", "nats", "--servers", f"nats://127.0.0.1:{nats_port}"]
-        if target == "nats-mem":  # no durable outbox: messages kept in memory only
-            options += ["--dataDir", ""]
-        proc, port, _ = start_proxy(
-            work, options, reactor, name=f"proxy-{target}-{reactor}", profile=args.profile
+        proc, port, _, nats, monitor = start_nats_proxy(
+            work, target, reactor, f"proxy-{target}-{reactor}", args.profile
         )
+        extra.append(nats)
     else:
         raise ValueError(target)
     sim_options = [

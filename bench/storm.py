@@ -36,7 +36,7 @@ from bench.common import (  # noqa: E402
     print_machine,
     raise_open_file_limit,
     ratio,
-    start_nats,
+    start_nats_proxy,
     start_proxy,
     wait_port,
     workdir,
@@ -65,14 +65,10 @@ def run_target(target: str, reactor: str, args: argparse.Namespace, work: Path) 
             work, ["--messagingServerType", "none"], reactor, name=f"storm-none-{reactor}"
         )
     elif target in ("nats", "nats-mem"):
-        nats, nats_port, _ = start_nats(work)
-        extra.append(nats)
-        options = ["--messagingServerType", "nats", "--servers", f"nats://127.0.0.1:{nats_port}"]
-        if target == "nats-mem":  # no durable outbox: messages kept in memory only
-            options += ["--dataDir", ""]
-        proc, port, _ = start_proxy(
-            work, options, reactor, name=f"storm-{target}-{reactor}", profile=args.profile
+        proc, port, _, nats, _ = start_nats_proxy(
+            work, target, reactor, f"storm-{target}-{reactor}", args.profile
         )
+        extra.append(nats)
     else:
         raise ValueError(target)
     sim_options = [
