@@ -60,7 +60,7 @@ class ReplayWindow(TestCase):
 
 
 class StallWhilePaused(TestCase):
-    """The stall timer keeps running while reads are paused and destroys a partial frame."""
+    """A partial frame waits through a backpressure pause: the stall timer is off while paused."""
 
     def test_partial_frame_survives_backpressure(self):
         rig = Rig(auto_verification=True)
@@ -92,7 +92,7 @@ class RaisingPublisher(Recorder):
 
 
 class SynchronousPublishError(TestCase):
-    """Delivery._pump leaks an in-flight slot and loses the pile when publish() raises."""
+    """A publish() that raises is a failed attempt: the pile is retried, its link goes on."""
 
     def test_pile_not_wedged(self):
         clock = Clock()
@@ -156,7 +156,7 @@ def _symmetric_heartbeat() -> tuple[int, bytes]:
 
 
 class AmbiguousCrc(TestCase):
-    """A frame whose two CRC bytes are equal flips a high-first pile to low-first answers."""
+    """A frame whose two CRC bytes are equal does not change the order a pile is answered in."""
 
     def test_order_kept_on_ambiguous_frame(self):
         rig = Rig(auto_verification=True)
@@ -171,7 +171,7 @@ class AmbiguousCrc(TestCase):
 
 
 class RecordsTable(TestCase):
-    """A record received again after an earlier copy was delivered stays marked delivered."""
+    """A record received again after a delivered copy counts as undelivered until delivered."""
 
     @inlineCallbacks
     def test_rereceived_record_is_not_delivered_yet(self):
@@ -194,7 +194,7 @@ class RecordsTable(TestCase):
 
 
 class LateCallbacksAfterStop(TestCase):
-    """Delivery.stop() then an in-flight failure arms a new retry timer."""
+    """After Delivery.stop(), a late failure of an in-flight publish arms no retry timer."""
 
     def test_no_timer_after_stop(self):
         clock = Clock()
@@ -208,7 +208,7 @@ class LateCallbacksAfterStop(TestCase):
 
 class StaleLoginRefusal(TestCase):
     """A REST 0x02 refusal meant for a stranger's pending login, arriving after the stranger
-    hung up, falls on the accepted session (Registry.find) and knocks the real pile off."""
+    hung up, must not fall on the accepted session and knock the real pile off."""
 
     def test_refusal_does_not_hit_the_accepted_pile(self):
         rig = Rig()  # manual verification
