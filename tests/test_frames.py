@@ -9,6 +9,7 @@ produced by the codec.
 from __future__ import annotations
 
 import datetime
+import struct
 from typing import Any
 
 from hypothesis import given, settings
@@ -879,4 +880,55 @@ def _add_round_trip_test(code: int) -> None:
 
 for _code in sorted(CATALOGUE):
     _add_round_trip_test(_code)
+del _code
+
+
+def interpreted_decode(codec: Codec, code: int, body: bytes) -> dict[str, Any]:
+    """The fixed part of a body decoded field by field with each declaration's putter."""
+    frame = CATALOGUE[code]
+    layout = struct.Struct("<" + "".join(s.fmt for s in frame.slots))
+    out: dict[str, Any] = {}
+    fields_ = [s for s in frame.slots if isinstance(s, Field)]
+    for field, raw in zip(fields_, layout.unpack_from(body)):
+        field.putter(codec.ctx)(out, raw)
+    return out
+
+
+class CompiledDecoderTests(unittest.TestCase):
+    """The generated decoders agree with the declarations they are compiled from."""
+
+    codec = Codec()
+
+    def test_keys_in_declaration_order(self) -> None:
+        for code, frame in CATALOGUE.items():
+            if frame.tail is not None:
+                continue
+            size = struct.calcsize("<" + "".join(s.fmt for s in frame.slots))
+            decoded = self.codec.decode_body(code, bytes(size))
+            self.assertEqual(list(decoded), list(interpreted_decode(self.codec, code, bytes(size))))
+
+
+def _add_compiled_decoder_test(code: int) -> None:
+    frame = CATALOGUE[code]
+    size = struct.calcsize("<" + "".join(s.fmt for s in frame.slots))
+
+    @settings(max_examples=30, deadline=None)
+    @given(body=st.binary(min_size=size, max_size=size))
+    def test(self: CompiledDecoderTests, body: bytes) -> None:
+        expected = interpreted_decode(self.codec, code, body)
+        tail = frame.tail
+        if tail is not None:  # one all-zero element
+            body += (b"\x01" if tail.counted else b"") + bytes(tail.item_size)
+        decoded = self.codec.decode_body(code, body)
+        self.assertEqual({k: decoded[k] for k in expected}, expected)
+        if tail is not None:
+            self.assertEqual(len(decoded[tail.name]), 1)
+
+    test.__name__ = f"test_any_bytes_{code:02x}"
+    test.__doc__ = f"Arbitrary bytes of 0x{code:02x} decode as its fields' own putters say."
+    setattr(CompiledDecoderTests, test.__name__, test)
+
+
+for _code in sorted(CATALOGUE):
+    _add_compiled_decoder_test(_code)
 del _code

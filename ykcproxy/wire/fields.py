@@ -85,6 +85,14 @@ class Field:
         from_raw = self.from_raw
         return lambda raw: from_raw(raw, ctx)
 
+    def decode_expr(self, raw: str) -> str | None:
+        """Python source computing the JSON value from a raw struct value named ``raw``.
+
+        The codec compiles these into one decoding function per frame type;
+        None means "call :meth:`converter`" (or use the raw value when that is None).
+        """
+        return None
+
     def putter(self, ctx: Context) -> Putter:
         """A function storing the decoded raw value into a message dict."""
         name = self.name
@@ -209,6 +217,9 @@ class Bcd(Field):
 
     def converter(self, ctx: Context) -> Callable[[Any], Any] | None:
         return _hex_upper
+
+    def decode_expr(self, raw: str) -> str | None:
+        return f"{raw}.hex().upper()"
 
     def to_raw(self, value: str, ctx: Context) -> bytes:
         return bytes.fromhex(value)
@@ -345,6 +356,9 @@ class Bool(Field):
 
     def converter(self, ctx: Context) -> Callable[[Any], Any] | None:
         return self.true_byte.__eq__
+
+    def decode_expr(self, raw: str) -> str | None:
+        return f"{raw} == {self.true_byte:d}"
 
     def from_raw(self, raw: int, ctx: Context) -> bool:
         return raw == self.true_byte
