@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter as Tally
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 
 class _TallyCollector:
@@ -32,6 +33,34 @@ class _TallyCollector:
             yield family
 
 
+class LatencyHistogram:
+    """A histogram observed once per delivered message, without a lock.
+
+    prometheus_client's Histogram takes a lock per observation; this one is
+    only touched on the reactor thread and is turned into a metric at scrape time.
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = tuple(buckets)
+        self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        """Count one observation."""
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def collect(self) -> Iterator[Metric]:
+        cumulative = 0
+        buckets = []
+        for bound, count in zip((*(str(float(b)) for b in self.bounds), "+Inf"), self.counts):
+            cumulative += count
+            buckets.append((bound, cumulative))
+        yield HistogramMetricFamily(self.name, self.documentation, buckets=buckets, sum_value=self.sum)
+
+
 class Metrics:
     """Counters and gauges of the pile side, the forwarder and the REST API."""
 
@@ -51,12 +80,12 @@ class Metrics:
         self.forward_failed = Counter(
             "ykc_forward_failed", "Delivery attempts that failed (retried later)", registry=r
         )
-        self.forward_latency = Histogram(
+        self.forward_latency = LatencyHistogram(
             "ykc_forward_latency_seconds",
             "Time from a frame's arrival to its delivery",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-            registry=r,
         )
+        r.register(self.forward_latency)  # type: ignore[arg-type]
         self.outbox_depth = Gauge("ykc_outbox_depth", "Messages accepted and not yet delivered", registry=r)
         self.outbox_oldest = Gauge(
             "ykc_outbox_oldest_age_seconds", "Age of the oldest undelivered message", registry=r

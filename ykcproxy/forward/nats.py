@@ -43,9 +43,8 @@ from urllib.parse import urlsplit, urlunsplit
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATSClient
-from twisted.internet.defer import Deferred, FirstError, fail, gatherResults, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ykcproxy.forward.base import IPublisher, Message, PublishError
@@ -67,12 +66,39 @@ class _ConnectionLost(Exception):
         self.gen = gen
 
 
+class _GroupOutcome:
+    """The outcome of a group from :meth:`NatsPublisher.publish_batch` (reactor-owned).
+
+    Stands in for the Deferred of each message of the group: its Deferred fires
+    once every message is confirmed, or with the first failure.  One Deferred per
+    group instead of one per message plus a ``gatherResults`` over them.
+    """
+
+    __slots__ = ("deferred", "remaining")
+
+    def __init__(self, deferred: Deferred[None], count: int) -> None:
+        self.deferred = deferred
+        self.remaining = count
+
+    def callback(self, _: None) -> None:
+        """One message of the group is confirmed."""
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.deferred.callback(None)
+
+    def errback(self, error: BaseException) -> None:
+        """One message of the group failed: the group fails (once)."""
+        if self.remaining > 0:
+            self.remaining = -1
+            self.deferred.errback(error)
+
+
 class _Item:
     """One publish in flight: the message, its Deferred (reactor-owned) and its deadline."""
 
     __slots__ = ("message", "deferred", "deadline", "gen")
 
-    def __init__(self, message: Message, deferred: Deferred[None], deadline: float) -> None:
+    def __init__(self, message: Message, deferred: Deferred[None] | _GroupOutcome, deadline: float) -> None:
         self.message = message
         self.deferred = deferred
         self.deadline = deadline  # time.monotonic()
@@ -308,15 +334,15 @@ class NatsPublisher:
         duplicates by ``Nats-Msg-Id``; consumers of plain NATS deduplicate by
         ``messageId``).
         """
-        pending = [self.publish(m) for m in messages]
-
-        def first_error(failure: Failure) -> Failure:
-            failure.trap(FirstError)
-            error: Any = failure.value
-            return error.subFailure  # type: ignore[no-any-return]
-
-        d: Deferred[Any] = gatherResults(pending, consumeErrors=True)
-        d.addCallbacks(lambda _: None, first_error)
+        if not messages:
+            return succeed(None)
+        if self._state != "running":
+            return fail(PublishError(f"NATS publisher is {self._state}, not running"))
+        d: Deferred[None] = Deferred()
+        outcome = _GroupOutcome(d, len(messages))
+        deadline = time.monotonic() + self.publish_timeout
+        self._inbox.extend([_Item(m, outcome, deadline) for m in messages])
+        self._schedule_hand_over()
         return d
 
     def publish(self, message: Message) -> Deferred[None]:
@@ -326,13 +352,16 @@ class NatsPublisher:
         d: Deferred[None] = Deferred()
         item = _Item(message, d, time.monotonic() + self.publish_timeout)
         self._inbox.append(item)
+        self._schedule_hand_over()
+        return d
+
+    def _schedule_hand_over(self) -> None:
         if not self._inbox_scheduled:
             # Hand over at most every HANDOVER_DELAY: everything published meanwhile
             # (every pile read in those turns) goes to the NATS thread in one wake-up.
             # At a steady 2,000 messages/s that is ~10 per wake-up instead of one.
             self._inbox_scheduled = True
             self._hand_over_call = self._reactor.callLater(self.HANDOVER_DELAY, self._hand_over)
-        return d
 
     def _hand_over(self) -> None:
         self._hand_over_call = None
