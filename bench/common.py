@@ -254,6 +254,7 @@ def start_proxy(
             profile,
             "-f",
             "raw",
+            "--threads",
             "--",
             *argv,
         ]
