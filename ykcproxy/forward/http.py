@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from hyperlink import EncodedURL
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IConsumer, IReactorTime
 from twisted.logger import Logger
-from twisted.web.client import HTTPConnectionPool
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from ykcproxy.forward.base import IPublisher, Message, PublishError
@@ -22,6 +24,39 @@ def normalize_endpoint(endpoint: str) -> str:
     if "://" not in endpoint:
         endpoint = "http://" + endpoint
     return endpoint.rstrip("/")
+
+
+@implementer(IBodyProducer)
+class BytesBody:
+    """A request body already in memory, written in one go.
+
+    treq turns ``data=bytes`` into a ``FileBodyProducer``, which writes through
+    the cooperator a few reactor turns later; this writes at once.
+    """
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.length = len(body)
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        consumer.write(self.body)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+def webhook_client(reactor: Any, pool: HTTPConnectionPool) -> Any:
+    """The treq client the publisher uses: over ``pool``, bodies written at once."""
+    from treq.client import HTTPClient
+
+    return HTTPClient(Agent(reactor, pool=pool), data_to_body_producer=BytesBody)
 
 
 @implementer(IPublisher)
@@ -54,14 +89,13 @@ class HttpPublisher:
         self._pool: HTTPConnectionPool | None = None
         self._in_flight: set[Deferred[None]] = set()
         if client is None:
-            from treq.client import HTTPClient
-            from twisted.web.client import Agent
-
             self._pool = HTTPConnectionPool(reactor, persistent=True)
             self._pool.maxPersistentPerHost = max_connections
             self._pool.retryAutomatically = False
-            client = HTTPClient(Agent(reactor, pool=self._pool))
+            client = webhook_client(reactor, self._pool)
         self._client = client
+        #: Parsed once: treq would parse the URL text of every POST again.
+        self._urls: dict[tuple[int, str], EncodedURL] = {}
 
     def start(self) -> Deferred[None]:
         return succeed(None)
@@ -111,8 +145,11 @@ class HttpPublisher:
     def _attempt(
         self, path: str, body: bytes, headers: dict[bytes, list[bytes]], index: int, left: int
     ) -> Deferred[None]:
+        parsed = self._urls.get((index, path))
+        if parsed is None:
+            parsed = self._urls[index, path] = EncodedURL.from_text(f"{self.endpoints[index]}/{path}")
         url = f"{self.endpoints[index]}/{path}"
-        d = self._client.post(url, data=body, headers=headers, timeout=self.timeout)
+        d = self._client.post(parsed, data=body, headers=headers, timeout=self.timeout, allow_redirects=False)
 
         def answered(response: Any) -> Any:
             code = response.code
