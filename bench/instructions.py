@@ -1,0 +1,82 @@
+"""Instructions per frame, counted by valgrind: the repeatable per-frame cost.
+
+On a shared machine timings swing by 10–20 % between runs; instruction counts
+of the same code on the same input do not.  This runs ``bench/pipeline.py``'s
+loops (a real :class:`PileProtocol` on a ``StringTransport``, and the bare
+:class:`Framer` as the reference) under ``valgrind --tool=callgrind`` twice,
+with 1 and with ``1 + rounds`` rounds of 100 frames, and divides the
+difference, so start-up and imports cancel out.
+
+    python bench/instructions.py [--codes 03,13,3b] [--rounds 20]
+
+Needs valgrind (Debian: ``apt-get install valgrind``); about a minute per code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+MODES = ("framer", "proxy", "forward")
+
+
+def child(mode: str, code: int, rounds: int) -> None:
+    """Run one loop (inside valgrind)."""
+    from bench.pipeline import PER_CHUNK, PILE, framer_rate, proxy_rate
+    from ykcproxy.sim.link import PileLink
+    from ykcproxy.wire.examples import example
+
+    link = PileLink()
+    chunk = b"".join(link.frame(code, example(code, PILE, salt=i)) for i in range(PER_CHUNK))
+    if mode == "framer":
+        framer_rate(chunk, rounds)
+    else:
+        proxy_rate(chunk, rounds, mode == "forward")
+
+
+def count(mode: str, code: int, rounds: int) -> int:
+    """Instructions valgrind counted for one child run."""
+    argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+    argv += [sys.executable, __file__, "--child", mode, "--codes", f"{code:02x}", "--rounds", str(rounds)]
+    done = subprocess.run(argv, capture_output=True, text=True, check=True)
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if found is None:
+        raise RuntimeError(f"no instruction count in valgrind's output: {done.stderr[-500:]}")
+    return int(found.group(1))
+
+
+def main() -> None:
+    """Print instructions per frame for each code: framer, proxy, proxy + forwarding."""
+    from bench.common import print_machine
+    from bench.pipeline import PER_CHUNK
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--codes", default="03,13,3b")
+    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--child", choices=MODES, default=None)
+    args = p.parse_args()
+    codes = [int(c, 16) for c in args.codes.split(",")]
+    if args.child:
+        child(args.child, codes[0], args.rounds)
+        return
+    print_machine()
+    print(f"{'frame':8} {'framer':>8} {'proxy':>8} {'+forward':>9} {'framer/proxy':>13}  (per frame)")
+    for code in codes:
+        per = {}
+        for mode in MODES:
+            base = count(mode, code, 1)
+            more = count(mode, code, 1 + args.rounds)
+            per[mode] = (more - base) / (args.rounds * PER_CHUNK)
+        print(
+            f"0x{code:02x}     {per['framer']:8.0f} {per['proxy']:8.0f} {per['forward']:9.0f}"
+            f" {per['framer'] / per['proxy']:13.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
