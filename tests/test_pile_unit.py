@@ -129,6 +129,64 @@ class SilenceTimeout(TestCase):
         self.assertTrue(transport.disconnecting or transport.disconnected)
 
 
+class SilentPileOnSharedLink(TestCase):
+    """A concentrator link: each of its piles times out on its own silence."""
+
+    def test_silent_pile_goes_offline_while_the_link_stays(self):
+        rig = Rig(auto_verification=True)
+        proto, transport = rig.connect()
+        rig.send(proto, 0x01, example(0x01, PILE))
+        rig.send(proto, 0x01, example(0x01, OTHER))
+        for _ in range(4):  # only PILE heartbeats: 40 s
+            rig.clock.advance(10)
+            rig.send(proto, 0x03, example(0x03, PILE))
+        self.assertFalse(transport.disconnecting)
+        self.assertIsNotNone(rig.factory.registry.get(PILE))
+        self.assertIsNone(rig.factory.registry.get(OTHER))
+        self.assertNotIn(OTHER, proto.sessions)
+        (offline,) = rig.publisher.bodies("offline")
+        self.assertEqual((offline["id"], offline["reason"]), (OTHER, "timeout"))
+
+    def test_expires_on_time(self):
+        rig = Rig(auto_verification=True, heartbeat_interval=10, heartbeat_misses=3)
+        proto, transport = rig.connect()
+        rig.send(proto, 0x01, example(0x01, PILE))
+        rig.clock.advance(5)
+        rig.send(proto, 0x01, example(0x01, OTHER))  # OTHER last heard at t=5
+        for _ in range(29):  # PILE talks every second
+            rig.clock.advance(1)
+            rig.send(proto, 0x03, example(0x03, PILE))
+        self.assertIsNotNone(rig.factory.registry.get(OTHER))  # t=34: heard 29 s ago
+        rig.clock.advance(0.9)
+        self.assertIsNotNone(rig.factory.registry.get(OTHER))
+        rig.clock.advance(0.1)  # t=35: 30 s, as a lone pile's link would be closed
+        self.assertIsNone(rig.factory.registry.get(OTHER))
+        self.assertIsNotNone(rig.factory.registry.get(PILE))
+        self.assertFalse(transport.disconnecting)
+
+    def test_not_while_reading_is_paused(self):
+        rig = Rig(auto_verification=True)
+        proto, transport = rig.connect()
+        rig.send(proto, 0x01, example(0x01, PILE))
+        rig.send(proto, 0x01, example(0x01, OTHER))
+        proto.pause(True)
+        rig.clock.advance(100)
+        proto.pause(False)
+        for _ in range(2):  # 20 s after reading resumed: within OTHER's 30 s
+            rig.clock.advance(10)
+            rig.send(proto, 0x03, example(0x03, PILE))
+        self.assertIsNotNone(rig.factory.registry.get(OTHER))
+        self.assertEqual(rig.publisher.bodies("offline"), [])
+
+    def test_a_lone_pile_is_the_link(self):
+        rig = Rig(auto_verification=True)
+        proto, transport = rig.connect()
+        rig.send(proto, 0x01, example(0x01, PILE))
+        rig.clock.advance(29)
+        self.assertFalse(transport.disconnecting)
+        self.assertIsNotNone(rig.factory.registry.get(PILE))
+
+
 class CrcOrderFollowing(TestCase):
     def test_answers_in_the_piles_order(self):
         rig = Rig(auto_verification=True)

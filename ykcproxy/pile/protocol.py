@@ -44,6 +44,8 @@ class PileProtocol(Protocol):
         self._framer: Framer | None = None
         self._silence: IDelayedCall | None = None
         self._silence_suspended = False
+        #: When silence counting last restarted (a pause of reading ended).
+        self._heard_floor = 0.0
         self._stall: IDelayedCall | None = None
 
     # -- connection lifecycle --------------------------------------------------
@@ -141,8 +143,12 @@ class PileProtocol(Protocol):
                 piles=list(self.sessions),
             )
             self.close("timeout", abort=True)
-        else:
-            self._arm_silence(timeout - idle)
+            return
+        next_check = timeout - idle
+        if len(self.sessions) > 1 and not self._silence_suspended:
+            # A concentrator link: one of its piles can fall silent while the others talk.
+            next_check = min(next_check, self.factory.expire_silent_piles(self, now, self._heard_floor))
+        self._arm_silence(next_check)
 
     def pause(self, paused: bool) -> None:
         """Stop or resume reading from this pile; its silence timer is suspended meanwhile."""
@@ -163,7 +169,7 @@ class PileProtocol(Protocol):
     def suspend_silence(self, suspended: bool) -> None:
         """While the proxy itself does not read this pile, its silence is not its fault."""
         self._silence_suspended = suspended
-        self.last_seen = self.factory.clock.seconds()
+        self.last_seen = self._heard_floor = self.factory.clock.seconds()
 
     def describe(self) -> dict[str, Any]:
         """A short view for logs."""

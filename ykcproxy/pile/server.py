@@ -106,6 +106,29 @@ class PileServerFactory(Factory):
             self._drop_session(session, reason)
         self.log.info("pile connection {remote} closed ({reason})", remote=proto.remote, reason=reason)
 
+    def expire_silent_piles(self, proto: PileProtocol, now: float, floor: float) -> float:
+        """Take offline the piles of a shared link that fell silent while others talk.
+
+        A pile counts as heard at ``floor`` at the latest (when reading resumed
+        after a pause).  Returns the seconds until the next of them could time out.
+        """
+        timeout = self.config.silence_timeout
+        next_check = timeout
+        for session in list(proto.sessions.values()):
+            idle = now - max(session.last_seen, floor)
+            if idle < timeout:
+                next_check = min(next_check, timeout - idle)
+                continue
+            self.log.info(
+                "pile {pile_id} silent for {idle:.0f}s on {remote}, which other piles still use; "
+                "taking it offline",
+                pile_id=session.pile_id,
+                idle=idle,
+                remote=proto.remote,
+            )
+            self._drop_session(session, "timeout")
+        return next_check
+
     def close_all(self, reason: str = "shutdown") -> None:
         """Take every pile offline with ``reason`` and close the connections."""
         for proto in list(self.connections):
@@ -215,6 +238,7 @@ class PileServerFactory(Factory):
             session = PileSession(pile_id, proto, connected_at=now, last_seen=now)
             proto.sessions[pile_id] = session
         session.login = {k: v for k, v in fields.items() if k != "id"}
+        session.last_seen = proto.last_seen
         session.last_request_seq[LOGIN] = frame.seq
         self.log.info(
             "login of pile {pile_id} from {remote}", pile_id=pile_id, remote=proto.remote, login=session.login
