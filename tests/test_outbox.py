@@ -3,7 +3,11 @@ dead letters, backpressure and the transaction lookup."""
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
+
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from tests.support import connect_pile, login, rest, settle, start_consumer, start_proxy
@@ -69,6 +73,52 @@ class OutboxStore(TestCase):
         self.assertEqual(pending, [])
         (stored,) = yield outbox.record("5" * 32)
         self.assertIsNotNone(stored["deliveredAt"])
+
+    def lazy_outbox(self, window: float) -> SqliteOutbox:
+        outbox = SqliteOutbox(self.mktemp(), reactor, start=False)
+        outbox.LAZY_WINDOW = window
+        outbox.start()
+        self.addCleanup(outbox.close)
+        return outbox
+
+    @inlineCallbacks
+    def until(self, condition, timeout: float = 10.0):
+        waited = 0.0
+        while not condition():
+            self.assertLess(waited, timeout, "condition not reached")
+            yield settle(0.01)
+            waited += 0.01
+
+    @inlineCallbacks
+    def test_delivered_within_the_window_is_never_written_across_batches(self):
+        """An insert carried past a commit is still cancelled by its delete."""
+        outbox = self.lazy_outbox(1.0)
+        a, b = Message("13", "p1", "a", b"{}"), Message("13", "p1", "b", b"{}")
+        key_a, _ = outbox.append(a, confirm=False)
+        yield settle(0.5)
+        key_b, _ = outbox.append(b, confirm=False)
+        yield self.until(lambda: outbox.commits >= 1)  # at ~1.0 s: a is due, b is 0.5 s old
+        self.assertEqual(outbox.rows_written, 1)
+        outbox.delivered(key_b, b)  # before b is due (1.5 s)
+        pending = yield outbox.pending()  # urgent: commits what is pending
+        self.assertEqual([m for _, m, _ in pending], [a])
+        self.assertEqual(outbox.rows_written, 1, "b was never written")
+
+    @inlineCallbacks
+    def test_carried_inserts_reach_the_disk_without_more_traffic(self):
+        outbox = self.lazy_outbox(0.3)
+        outbox.append(Message("13", "p1", "a", b"{}"), confirm=False)
+        yield settle(0.2)
+        outbox.append(Message("13", "p1", "b", b"{}"), confirm=False)
+        yield self.until(lambda: outbox.rows_written == 2)
+        path = outbox.path
+
+        def on_disk() -> list[str]:
+            with closing(sqlite3.connect(path)) as db:
+                return [row[0] for row in db.execute("SELECT message_id FROM outbox ORDER BY key")]
+
+        ids = yield deferToThread(on_disk)
+        self.assertEqual(ids, ["a", "b"])
 
     @inlineCallbacks
     def test_survives_reopen_and_keys_continue(self):

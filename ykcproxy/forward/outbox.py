@@ -111,12 +111,16 @@ class SqliteOutbox:
         self._ops: queue.SimpleQueue[tuple[list[tuple[Any, ...] | None], bool, float]] = queue.SimpleQueue()
         self._staged: list[tuple[Any, ...] | None] = []
         self._staged_urgent = False
+        #: Writer thread only: inserts held back from the disk (see :meth:`_apply`).
+        self._carry: list[tuple[int, tuple[Any, ...], float]] = []
         self._staging: Any = None  # the pending hand-over (a DelayedCall)
         self._urgent_event = threading.Event()
         self._db: sqlite3.Connection | None = None
         self._next_key = 0
         self.dead_count = 0
         self.commits = 0
+        #: Outbox rows written to disk so far (messages not delivered within LAZY_WINDOW).
+        self.rows_written = 0
         #: Operations queued and not yet committed (part of the backpressure measure).
         self.backlog = 0
         #: Called on the reactor thread after each commit (Delivery re-checks its pressure).
@@ -150,22 +154,25 @@ class SqliteOutbox:
         self._thread.start()
 
     # -- the writer thread ------------------------------------------------------
-    def _gather(self) -> list[tuple[Any, ...] | None]:
-        """The next batch: everything queued within the window after the first operations.
+    def _gather(self) -> tuple[list[tuple[Any, ...] | None], bool]:
+        """The next batch, and whether someone waits for its commit.
 
-        When someone waits for a commit (a 0x3B to confirm, a read, a close) the
-        batch is what is queued now, and what arrives within ``BATCH_WINDOW`` of
-        an urgent operation that turns up while gathering.  Otherwise the writer
-        sleeps until ``LAZY_WINDOW`` after the first operations were handed over:
-        a message delivered within it is never written at all, and the writer
-        does not wake for every reactor turn.  The window counts from the hand-over,
-        not from when the writer gets to it, so a writer that is behind does not
-        wait at all (waiting ``LAZY_WINDOW`` per ``MAX_BATCH`` operations capped
-        it at 41,000 operations, 20,000 messages, a second).  Either way a commit
-        writes every earlier insert too, so what is on disk is always a prefix of
-        what piles sent.
+        When someone waits (a 0x3B to confirm, a read, a close) the batch is
+        what is queued now, and what arrives within ``BATCH_WINDOW`` of an urgent
+        operation that turns up while gathering.  Otherwise the writer sleeps
+        until ``LAZY_WINDOW`` after the first operations were handed over, so it
+        does not wake for every reactor turn; the window counts from the
+        hand-over, so a writer that is behind does not wait at all.  With inserts
+        carried over (see :meth:`_apply`) and nothing new, the batch is empty once
+        the oldest of them is due.
         """
-        first, urgent, handed = self._ops.get()
+        timeout = None
+        if self._carry:
+            timeout = max(0.0, self._carry[0][2] + self.LAZY_WINDOW - time.monotonic())
+        try:
+            first, urgent, handed = self._ops.get(timeout=timeout)
+        except queue.Empty:
+            return [], False
         batch: list[tuple[Any, ...] | None] = list(first)
         if not urgent:
             delay = handed + self.LAZY_WINDOW - time.monotonic()
@@ -179,7 +186,7 @@ class SqliteOutbox:
             # companions of the same moment a short window too.
             time.sleep(self.BATCH_WINDOW)
             self._take_queued(batch)
-        return batch
+        return batch, urgent or became_urgent
 
     def _take_queued(self, batch: list[tuple[Any, ...] | None]) -> bool:
         """Add what is queued now to ``batch`` (up to ``MAX_BATCH``); whether any of it is urgent."""
@@ -197,12 +204,12 @@ class SqliteOutbox:
         db = self._db
         assert db is not None
         while True:
-            batch = self._gather()
-            stop = batch[-1] is None
+            batch, urgent = self._gather()
+            stop = bool(batch) and batch[-1] is None
             work = [op for op in batch if op is not None]
             try:
                 db.execute("BEGIN IMMEDIATE")
-                results = self._apply(db, work)
+                results = self._apply(db, work, urgent or stop, time.monotonic())
                 db.execute("COMMIT")
                 self.commits += 1
             except Exception:
@@ -218,20 +225,33 @@ class SqliteOutbox:
                 db.close()
                 return
 
-    @staticmethod
-    def _apply(db: sqlite3.Connection, work: list[tuple[Any, ...]]) -> list[tuple[Any, Any, bool]]:
-        """Run one batch in order; an insert and a delete of the same key cancel out."""
-        inserted = {op[1] for op in work if op[0] == "i"}
-        cancelled = {op[1] for op in work if op[0] == "d" and op[1] in inserted}
-        rows: list[tuple[Any, ...]] = []
+    def _apply(
+        self, db: sqlite3.Connection, work: list[tuple[Any, ...]], urgent: bool, now: float
+    ) -> list[tuple[Any, Any, bool]]:
+        """Run one batch in order; an insert and a delete of the same key cancel out.
+
+        Inserts are written only once they are ``LAZY_WINDOW`` old, or at once when
+        someone waits for this commit: younger ones are carried over to the next
+        batch (in memory, in the writer thread), where their delete may still
+        cancel them.  So a message delivered within ``LAZY_WINDOW`` of its arrival
+        is never written, however busy the writer is.  What is written is always
+        the oldest of what is pending, so the disk holds a prefix of what piles
+        sent (every earlier undelivered message is on disk too).
+        """
+        pending = {entry[0] for entry in self._carry}
+        pending.update(op[1] for op in work if op[0] == "i")
+        cancelled = {op[1] for op in work if op[0] == "d" and op[1] in pending}
+        #: Inserts not yet written: (key, row, born), oldest first.
+        rows: list[tuple[int, tuple[Any, ...], float]] = [e for e in self._carry if e[0] not in cancelled]
         deletes: list[tuple[int]] = []
         records: list[tuple[str, tuple[Any, ...]]] = []
         results: list[tuple[Any, Any, bool]] = []
 
-        def write() -> None:
-            if rows:
-                db.executemany("INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?)", rows)
-                rows.clear()
+        def write(upto: int) -> None:
+            if upto:
+                db.executemany("INSERT INTO outbox VALUES (?, ?, ?, ?, ?, ?)", [e[1] for e in rows[:upto]])
+                del rows[:upto]
+                self.rows_written += upto
             if deletes:
                 db.executemany("DELETE FROM outbox WHERE key = ?", deletes)
                 deletes.clear()
@@ -242,9 +262,9 @@ class SqliteOutbox:
         for op in work:
             kind = op[0]
             if kind == "i":
-                _, key, row, record, d = op
+                _, key, row, record, born, d = op
                 if key not in cancelled:
-                    rows.append(row)
+                    rows.append((key, row, born))
                 if record is not None:
                     records.append((UPSERT_RECORD, record))
                 if d is not None:
@@ -256,13 +276,21 @@ class SqliteOutbox:
                 if mark is not None:
                     records.append((MARK_DELIVERED, mark))
             else:
-                write()
+                write(len(rows))
                 _, fn, d = op
                 try:
                     results.append((d, fn(db), True))
                 except Exception:
                     results.append((d, Failure(), False))
-        write()
+        if urgent:
+            due = len(rows)
+        else:
+            cutoff = now - self.LAZY_WINDOW
+            due = 0
+            while due < len(rows) and rows[due][2] <= cutoff:
+                due += 1
+        write(due)
+        self._carry = rows
         return results
 
     def _fire(self, results: list[tuple[Deferred[Any] | None, Any, bool]], done: int) -> None:
@@ -327,7 +355,7 @@ class SqliteOutbox:
             trade_seq = message.message_id.rsplit("-", 1)[-1]
             record = (trade_seq, message.pile_id, message.message_id, message.payload, now)
         d: Deferred[None] | None = Deferred() if confirm else None
-        self._put(("i", key, row, record, d), urgent=confirm)
+        self._put(("i", key, row, record, time.monotonic(), d), urgent=confirm)
         return key, d
 
     def delivered(self, key: int, message: Message | None = None) -> None:
