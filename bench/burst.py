@@ -83,8 +83,17 @@ class Sampler(threading.Thread):
             self.done.wait(self.interval)
 
     def rate(self, start: float, end: float) -> float:
-        """Counted per second between two moments (from the samples inside)."""
+        """Counted per second between two moments (from the samples inside).
+
+        A saturated target answers its counter slowly (its reactor is busy
+        reading), so a short window may hold fewer than two samples; then the
+        nearest samples around it are used.
+        """
         inside = [s for s in self.samples if start <= s[0] <= end]
+        if len(inside) < 2:
+            before = [s for s in self.samples if s[0] < start]
+            after = [s for s in self.samples if s[0] > end]
+            inside = before[-1:] + inside + after[:1]
         if len(inside) < 2:
             return float("nan")
         (t0, c0), (t1, c1) = inside[0], inside[-1]
