@@ -13,7 +13,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.nats_server import NatsServer, connect_client, timeout_deferred
 from ykcproxy.forward.base import IPublisher, Message, PublishError
-from ykcproxy.forward.nats import NatsConnectError, NatsPublisher
+from ykcproxy.forward.nats import NatsConnectError, NatsPublisher, _GroupOutcome
 
 reactor: Any = _reactor
 PILE = "32010200000001"
@@ -142,6 +142,55 @@ class Plain(NatsCase):
             yield pub.publish(message(count + i))
         got = yield client.wait_for(sid, count + 5)
         self.assertEqual(json.loads(got[-1].payload)["n"], count + 4)
+
+    @inlineCallbacks
+    def test_groups(self) -> Any:
+        """publish_batch: one Deferred per group, fired once all its messages are confirmed."""
+        server = yield self.server()
+        client, sid = yield self.subscriber(server)
+        pub = self.publisher(server.url)
+        yield pub.start()
+        groups = [[message(g * 100 + i) for i in range(100)] for g in range(5)]
+        results = yield gatherResults([pub.publish_batch(group) for group in groups])
+        self.assertEqual(results, [None] * 5)
+        got = yield client.wait_for(sid, 500)
+        self.assertEqual([json.loads(m.payload)["n"] for m in got], list(range(500)))
+        self.assertEqual(pub.health()["confirmed"], 500)
+        yield pub.publish_batch([])  # nothing to send: fires at once
+        yield pub.stop()
+        yield self.assertFailure(pub.publish_batch([message(600)]), PublishError)
+
+    @inlineCallbacks
+    def test_group_fails_once_when_the_server_is_gone(self) -> Any:
+        server = yield self.server()
+        pub = self.publisher(server.url, publish_timeout=0.5)
+        yield pub.start()
+        yield server.stop()
+        yield until(lambda: not pub.health()["ok"])
+        group = pub.publish_batch([message(i) for i in range(10)])
+        yield self.assert_fails_within(group, 5.0, PublishError)
+
+    def test_group_outcome(self) -> None:
+        """The first failure fails the group; later outcomes of its messages are ignored."""
+        d: Deferred[None] = Deferred()
+        outcome = _GroupOutcome(d, 3)
+        fired: list[Any] = []
+        d.addBoth(fired.append)
+        outcome.callback(None)
+        outcome.callback(None)
+        self.assertEqual(fired, [])
+        outcome.callback(None)
+        self.assertEqual(fired, [None])
+        d2: Deferred[None] = Deferred()
+        failed = _GroupOutcome(d2, 3)
+        fired2: list[Any] = []
+        d2.addBoth(fired2.append)
+        failed.callback(None)
+        failed.errback(PublishError("first"))
+        failed.errback(PublishError("second"))
+        failed.callback(None)
+        self.assertEqual(len(fired2), 1)
+        self.assertEqual(str(fired2[0].value), "first")
 
     @inlineCallbacks
     def test_subject_prefix(self) -> Any:

@@ -96,10 +96,6 @@ class Metrics:
             "ykc_rest_requests", "REST requests by route and status code", ["route", "code"], registry=r
         )
 
-    def frame_in(self, ft: str) -> None:
-        """Count one frame from a pile."""
-        self.frames_in[ft] += 1
-
     def frame_out(self, ft: str) -> None:
         """Count one frame to a pile."""
         self.frames_out[ft] += 1

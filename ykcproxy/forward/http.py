@@ -149,8 +149,8 @@ class HttpPublisher:
             self._pool.retryAutomatically = False
             client = webhook_client(reactor, self._pool, connect_timeout=timeout)
         self._client = client
-        #: Parsed once: treq would parse the URL text of every POST again.
-        self._urls: dict[tuple[int, str], PreparedURL] = {}
+        #: (endpoint index, path) → the URL parsed once, and its text for messages.
+        self._urls: dict[tuple[int, str], tuple[PreparedURL, str]] = {}
 
     def start(self) -> Deferred[None]:
         return succeed(None)
@@ -200,10 +200,11 @@ class HttpPublisher:
     def _attempt(
         self, path: str, body: bytes, headers: dict[bytes, list[bytes]], index: int, left: int
     ) -> Deferred[None]:
-        parsed = self._urls.get((index, path))
-        if parsed is None:
-            parsed = self._urls[index, path] = PreparedURL.prepare(f"{self.endpoints[index]}/{path}")
-        url = f"{self.endpoints[index]}/{path}"
+        prepared = self._urls.get((index, path))
+        if prepared is None:
+            text = f"{self.endpoints[index]}/{path}"
+            prepared = self._urls[index, path] = (PreparedURL.prepare(text), text)
+        parsed, url = prepared
         d = self._client.post(
             parsed, data=body, headers=headers, timeout=self.timeout, allow_redirects=False, unbuffered=True
         )
