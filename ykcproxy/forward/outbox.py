@@ -243,6 +243,9 @@ class SqliteOutbox:
         cancelled = {op[1] for op in work if op[0] == "d" and op[1] in pending}
         #: Inserts not yet written: (key, row, born), oldest first.
         rows: list[tuple[int, tuple[Any, ...], float]] = [e for e in self._carry if e[0] not in cancelled]
+        # Taken over by this batch; if its transaction fails, they are lost from the disk
+        # with the rest of it (and logged), not written later behind newer rows.
+        self._carry = []
         deletes: list[tuple[int]] = []
         records: list[tuple[str, tuple[Any, ...]]] = []
         results: list[tuple[Any, Any, bool]] = []
@@ -289,8 +292,8 @@ class SqliteOutbox:
             due = 0
             while due < len(rows) and rows[due][2] <= cutoff:
                 due += 1
+        self._carry = rows[due:]
         write(due)
-        self._carry = rows
         return results
 
     def _fire(self, results: list[tuple[Deferred[Any] | None, Any, bool]], done: int) -> None:
