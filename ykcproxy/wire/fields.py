@@ -186,10 +186,6 @@ def _require_int(value: Any, path: str, lo: int, hi: int) -> int:
 _HEX = frozenset("0123456789ABCDEFabcdef")
 
 
-def _hex_upper(raw: bytes) -> str:
-    return raw.hex().upper()
-
-
 def _int_le(raw: bytes) -> int:
     return int.from_bytes(raw, "little")
 
@@ -214,9 +210,6 @@ class Bcd(Field):
 
     def from_raw(self, raw: bytes, ctx: Context) -> str:
         return raw.hex().upper()
-
-    def converter(self, ctx: Context) -> Callable[[Any], Any] | None:
-        return _hex_upper
 
     def decode_expr(self, raw: str) -> str | None:
         return f"{raw}.hex().upper()"
