@@ -873,9 +873,19 @@ def _add_round_trip_test(code: int) -> None:
     def test(self: RoundTripTests, message: dict[str, Any]) -> None:
         self.round_trip(code, message)
 
-    test.__name__ = f"test_round_trip_{code:02x}"
-    test.__doc__ = f"Random valid 0x{code:02x} messages round-trip byte-exactly."
-    setattr(RoundTripTests, test.__name__, test)
+    _attach(
+        RoundTripTests,
+        test,
+        f"test_round_trip_{code:02x}",
+        f"Random valid 0x{code:02x} messages round-trip byte-exactly.",
+    )
+
+
+def _attach(cls: type, test: Any, name: str, doc: str) -> None:
+    """Add a generated per-frame-type test to ``cls`` under ``name``."""
+    test.__name__ = name
+    test.__doc__ = doc
+    setattr(cls, name, test)
 
 
 for _code in sorted(CATALOGUE):
@@ -924,9 +934,8 @@ def _add_compiled_decoder_test(code: int) -> None:
         if tail is not None:
             self.assertEqual(len(decoded[tail.name]), 1)
 
-    test.__name__ = f"test_any_bytes_{code:02x}"
-    test.__doc__ = f"Arbitrary bytes of 0x{code:02x} decode as its fields' own putters say."
-    setattr(CompiledDecoderTests, test.__name__, test)
+    doc = f"Arbitrary bytes of 0x{code:02x} decode as its fields' own putters say."
+    _attach(CompiledDecoderTests, test, f"test_any_bytes_{code:02x}", doc)
 
 
 for _code in sorted(CATALOGUE):
