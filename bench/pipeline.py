@@ -26,9 +26,9 @@ from twisted.internet.testing import StringTransport  # noqa: E402
 from zope.interface import implementer  # noqa: E402
 
 from bench.common import print_machine  # noqa: E402
-from ykcproxy.config import ProxyConfig  # noqa: E402
 from ykcproxy.forward.base import IPublisher, Message  # noqa: E402
 from ykcproxy.forward.delivery import Delivery  # noqa: E402
+from ykcproxy.options import default_config
 from ykcproxy.pile.server import PileServerFactory  # noqa: E402
 from ykcproxy.sim.link import PileLink  # noqa: E402
 from ykcproxy.wire.examples import example  # noqa: E402
@@ -60,7 +60,7 @@ class Acknowledger:
 def proxy_rate(chunk: bytes, rounds: int, forward: bool) -> float:
     """Frames/s through a logged-in pile connection."""
     clock = Clock()
-    config = ProxyConfig(auto_verification=True)
+    config = default_config(auto_verification=True)
     delivery = Delivery(Acknowledger(), clock) if forward else None
     factory = PileServerFactory(config, clock, delivery)
     proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))

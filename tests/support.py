@@ -18,7 +18,8 @@ from twisted.web.client import HTTPConnectionPool
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from ykcproxy.config import MessagingType, ProxyConfig
+from ykcproxy.config import MessagingType
+from ykcproxy.options import default_config
 from ykcproxy.service import ProxyService
 from ykcproxy.sim.link import PileLink
 from ykcproxy.wire.crc import CrcOrder
@@ -111,7 +112,7 @@ def start_proxy(test: TestCase, **settings: Any) -> ProxyService:
         settings["servers"] = (settings["servers"],)
     if not settings.get("servers") and "messaging" not in settings:
         settings["messaging"] = MessagingType.NONE
-    service = ProxyService(ProxyConfig(**settings), reactor)
+    service = ProxyService(default_config(**settings), reactor)
     service.privilegedStartService()
     service.startService()
     test.addCleanup(service.stopService)

@@ -12,11 +12,11 @@ from twisted.trial.unittest import TestCase
 
 from tests.support import reactor
 from tests.test_pile_unit import CODEC, PILE, Recorder, Rig
-from ykcproxy.config import ProxyConfig
 from ykcproxy.forward.base import Message
 from ykcproxy.forward.delivery import Delivery
 from ykcproxy.forward.http import HttpPublisher
 from ykcproxy.forward.outbox import SqliteOutbox
+from ykcproxy.options import default_config
 from ykcproxy.pile.server import PileServerFactory
 from ykcproxy.service import Options
 from ykcproxy.wire.codec import encode_frame
@@ -114,7 +114,7 @@ class SynchronousPublishError(TestCase):
         clock.advance(1_700_000_000)
         publisher = HttpPublisher(["localhost:80a"], reactor)
         delivery = Delivery(publisher, clock)
-        factory = PileServerFactory(ProxyConfig(auto_verification=True, servers=("x",)), clock, delivery)
+        factory = PileServerFactory(default_config(auto_verification=True, servers=("x",)), clock, delivery)
         rig = Rig.__new__(Rig)
         rig.clock, rig.factory = clock, factory
         proto, transport = Rig.connect(rig)
@@ -261,7 +261,7 @@ class NothingCrossesTheDaemonFork(TestCase):
     def test_outbox_thread_starts_with_the_service(self):
         from ykcproxy.service import ProxyService
 
-        config = ProxyConfig(host="127.0.0.1", tcp_port=0, http_port=0, servers=("127.0.0.1:9",))
+        config = default_config(host="127.0.0.1", tcp_port=0, http_port=0, servers=("127.0.0.1:9",))
         config = attrs.evolve(config, data_dir=self.mktemp())
         proxy = ProxyService(config, reactor)
         self.assertIsNone(proxy.outbox._thread)

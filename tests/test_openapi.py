@@ -16,8 +16,8 @@ from tests.test_rest import call
 from ykcproxy.api.app import ControlApi
 from ykcproxy.api.openapi import build_openapi, request_schema
 from ykcproxy.api.restdoc import ERROR_EXAMPLES, command_examples
-from ykcproxy.config import ProxyConfig
 from ykcproxy.metrics import Metrics
+from ykcproxy.options import default_config
 from ykcproxy.pile.server import PileServerFactory
 from ykcproxy.wire.frames import CATALOGUE, Direction
 
@@ -26,7 +26,7 @@ _METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
 
 def make_api(extra_routes: Any = None) -> ControlApi:
     """A ControlApi over a pile factory with no connections (no network)."""
-    config = ProxyConfig()
+    config = default_config()
     piles = PileServerFactory(config, Clock(), None, Metrics())
     return ControlApi(piles, piles.metrics, lambda: {"ok": True}, config, extra_routes=extra_routes)
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
+import attrs
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
 from ykcproxy.config import CrcMode, MessagingType, ProxyConfig
+from ykcproxy.options import OPTIONS, default_config
 from ykcproxy.service import Options
 
 
@@ -19,14 +23,14 @@ def parse(*argv: str) -> ProxyConfig:
 
 class Defaults(TestCase):
     def test_interface_defaults(self):
-        config = parse("--dataDir", self.mktemp())
+        config = parse("--dataDir", self.mktemp(), "--servers", "http://127.0.0.1:9")
         self.assertEqual((config.host, config.tcp_port, config.http_port), ("0.0.0.0", 27600, 9556))
         self.assertFalse(config.auto_verification)
         self.assertTrue(config.auto_heartbeat_response)
         self.assertFalse(config.auto_billing_model_verify)
         self.assertFalse(config.auto_transaction_record_confirm)
         self.assertIs(config.messaging, MessagingType.HTTP)
-        self.assertEqual(config.servers, ())
+        self.assertEqual(config.servers, ("http://127.0.0.1:9",))
         self.assertIs(config.crc_mode, CrcMode.AUTO)
         self.assertEqual(config.silence_timeout, 30.0)
 
@@ -74,3 +78,194 @@ class Values(TestCase):
         for argv, name in cases:
             error = self.assertRaises(usage.UsageError, parse, *argv, "--dataDir", d)
             self.assertIn(name, str(error), argv)
+
+
+def parse_with(argv: list[str], environ: dict[str, str] | None = None) -> Options:
+    options = Options(environ=environ or {})
+    options.parseOptions(argv)
+    return options
+
+
+class OneDeclaration(TestCase):
+    """The option table drives the parser, the config value and the docs."""
+
+    def test_no_arguments_give_the_default_configuration(self):
+        consumer = ("--servers", "http://127.0.0.1:9")
+        config = parse_with(list(consumer)).config
+        self.assertEqual(
+            attrs.evolve(config, explicit=frozenset()), default_config(servers=("http://127.0.0.1:9",))
+        )
+
+    def test_every_option_has_its_field(self):
+        fields = {f.name for f in attrs.fields(ProxyConfig)} - {"retry_first", "explicit"}
+        declared = {o.field for o in OPTIONS if o.field is not None}
+        self.assertEqual(fields, declared)
+        config = default_config()
+        for option in OPTIONS:
+            if option.field is not None:
+                self.assertEqual(getattr(config, option.field), option.default, option.name)
+
+    def test_help_lists_every_option_with_its_variable(self):
+        text = str(Options())
+        for option in OPTIONS:
+            self.assertIn(f"--{option.name}", text)
+            self.assertIn(option.env, text)
+        self.assertIn("nats://127.0.0.1:4222", text)
+
+    def test_configuration_doc_is_current(self):
+        from pathlib import Path
+
+        from ykcproxy.docs.configuration import DEFAULT_PATH, render_configuration_md
+
+        self.assertTrue(Path(DEFAULT_PATH).exists())
+        self.assertEqual(
+            Path(DEFAULT_PATH).read_text(encoding="utf-8"),
+            render_configuration_md(),
+            "doc/configuration.md is stale: run `python -m ykcproxy.docs.configuration`",
+        )
+
+    def test_parsing_creates_nothing(self):
+        data = os.path.join(self.mktemp(), "deep", "data")
+        os.makedirs(os.path.dirname(os.path.dirname(data)))
+        parse_with(["--dataDir", data, "--servers", "http://127.0.0.1:9"])
+        self.assertFalse(os.path.exists(data))
+        self.assertRaises(
+            usage.UsageError, parse_with, ["--dataDir", data, "--tcpPort", "5", "--httpPort", "5"]
+        )
+        self.assertFalse(os.path.exists(data))
+
+
+class Standalone(TestCase):
+    """No consumer: the routine answers default to on, unless set explicitly."""
+
+    def test_answers_on_without_consumer(self):
+        for argv in ([], ["--messagingServerType", "none"]):
+            config = parse_with(argv).config
+            self.assertTrue(config.standalone)
+            self.assertTrue(config.auto_verification)
+            self.assertTrue(config.auto_heartbeat_response)
+            self.assertTrue(config.auto_billing_model_verify)
+            self.assertFalse(config.auto_transaction_record_confirm)
+
+    def test_explicit_setting_wins(self):
+        config = parse_with(["--autoVerification", "false"]).config
+        self.assertFalse(config.auto_verification)
+        config = parse_with([], {"YKCPROXY_AUTOBILLINGMODELVERIFY": "false"}).config
+        self.assertFalse(config.auto_billing_model_verify)
+
+    def test_seed_defaults_with_a_consumer(self):
+        config = parse_with(["--messagingServerType", "nats"]).config
+        self.assertFalse(config.standalone)
+        self.assertFalse(config.auto_verification)
+        self.assertEqual(config.servers, ("nats://127.0.0.1:4222",))
+
+
+class Precedence(TestCase):
+    """Command line > environment > config file > default."""
+
+    def write(self, text: str) -> str:
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return path
+
+    def test_layers(self):
+        path = self.write(
+            'tcpPort = 1001\nhttpPort = 1002\nheartbeatInterval = 5\nservers = ["http://a/x"]\n'
+        )
+        environ = {"YKCPROXY_HTTPPORT": "2002", "YKCPROXY_HEARTBEATINTERVAL": "7"}
+        options = parse_with(["--config", path, "--heartbeatInterval", "9"], environ)
+        config = options.config
+        self.assertEqual((config.tcp_port, config.http_port, config.heartbeat_interval), (1001, 2002, 9.0))
+        self.assertEqual(config.servers, ("http://a/x",))
+        self.assertEqual(options.sources["tcpPort"], path)
+        self.assertEqual(options.sources["httpPort"], "environment")
+        self.assertEqual(options.sources["heartbeatInterval"], "command line")
+
+    def test_config_from_environment(self):
+        path = self.write("autoTimeSync = true\n")
+        self.assertTrue(parse_with([], {"YKCPROXY_CONFIG": path}).config.auto_time_sync)
+
+    def test_text_values_in_the_file(self):
+        path = self.write('autoTimeSync = "yes"\nservers = "http://a, http://b"\ncrcOrder = "low-first"\n')
+        config = parse_with(["--config", path]).config
+        self.assertTrue(config.auto_time_sync)
+        self.assertEqual(config.servers, ("http://a", "http://b"))
+        self.assertIs(config.crc_mode, CrcMode.LOW_FIRST)
+
+    def test_file_errors_name_file_and_key(self):
+        cases = [
+            ("tcpPrt = 1\n", "'tcpPrt'"),
+            ("tcpPort = 70000\n", "tcpPort"),
+            ("tcpPort = true\n", "tcpPort"),
+            ("autoVerification = 3\n", "autoVerification"),
+            ("heartbeatInterval = -1\n", "heartbeatInterval"),
+            ("servers = [1, 2]\n", "servers"),
+            ("tcpPort = \n", "not valid TOML"),
+            ("config = 'x'\n", "'config'"),
+        ]
+        for text, key in cases:
+            path = self.write(text)
+            error = self.assertRaises(usage.UsageError, parse_with, ["--config", path])
+            self.assertIn(path, str(error), text)
+            self.assertIn(key, str(error), text)
+        error = self.assertRaises(usage.UsageError, parse_with, ["--config", "/nonexistent/y.toml"])
+        self.assertIn("/nonexistent/y.toml", str(error))
+
+    def test_environment_errors_name_the_variable(self):
+        error = self.assertRaises(usage.UsageError, parse_with, [], {"YKCPROXY_TCPPORT": "x"})
+        self.assertIn("YKCPROXY_TCPPORT", str(error))
+
+
+class Secrets(TestCase):
+    def test_secret_files_and_variables(self):
+        token = self.mktemp()
+        with open(token, "w") as f:
+            f.write("t0ken\n")
+        config = parse_with(["--apiTokenFile", token], {"YKCPROXY_PASSWORD": "pw"}).config
+        self.assertEqual((config.api_token, config.password), ("t0ken", "pw"))
+        self.assertEqual(parse_with([], {"YKCPROXY_API_TOKEN": "x"}).config.api_token, "x")
+
+    def test_secrets_are_not_shown_in_help(self):
+        text = str(parse_with(["--apiToken", "sekrit-value", "--password", "pw-value"]))
+        self.assertNotIn("sekrit-value", text)
+        self.assertNotIn("pw-value", text)
+
+    def test_two_sources_of_one_secret(self):
+        token = self.mktemp()
+        with open(token, "w") as f:
+            f.write("a")
+        error = self.assertRaises(usage.UsageError, parse_with, ["--apiTokenFile", token, "--apiToken", "b"])
+        self.assertIn("--apiTokenFile", str(error))
+        error = self.assertRaises(usage.UsageError, parse_with, ["--apiTokenFile", "/nonexistent"])
+        self.assertIn("/nonexistent", str(error))
+
+
+class ConsistentChecks(TestCase):
+    """Regressions: values that passed parsing and failed later, or passed one check and not another."""
+
+    def test_subject_prefix_with_a_space(self):
+        error = self.assertRaises(
+            usage.UsageError, parse_with, ["--messagingServerType", "nats", "--subjectPrefix", "a b"]
+        )
+        self.assertIn("--subjectPrefix", str(error))
+
+    def test_websocket_nats_urls_are_refused_everywhere(self):
+        from ykcproxy.forward.nats import normalize_server
+
+        self.assertRaises(ValueError, normalize_server, "ws://host:80")
+        error = self.assertRaises(
+            usage.UsageError, parse_with, ["--messagingServerType", "nats", "--servers", "ws://host:80"]
+        )
+        self.assertIn("--servers", str(error))
+
+    def test_endpoints(self):
+        config = parse_with(["--pileEndpoint", "tcp:0:interface=127.0.0.1"]).config
+        self.assertEqual(config.pile_endpoint_description, "tcp:0:interface=127.0.0.1")
+        self.assertEqual(
+            default_config(api_host="::1").api_endpoint_description, "tcp:9556:interface=\\:\\:1"
+        )
+        error = self.assertRaises(usage.UsageError, parse_with, ["--apiEndpoint", "bogus:1"])
+        self.assertIn("--apiEndpoint", str(error))
+        # Endpoints decide the addresses: equal shorthand ports do not matter then.
+        parse_with(["--pileEndpoint", "tcp:0", "--tcpPort", "5", "--httpPort", "5"])

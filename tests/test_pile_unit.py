@@ -12,9 +12,10 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
-from ykcproxy.config import CrcMode, ProxyConfig
+from ykcproxy.config import CrcMode
 from ykcproxy.forward.base import IPublisher, Message
 from ykcproxy.forward.delivery import Delivery
+from ykcproxy.options import default_config
 from ykcproxy.pile.server import PileServerFactory
 from ykcproxy.wire.codec import Codec, encode_frame
 from ykcproxy.wire.crc import CrcOrder
@@ -68,7 +69,7 @@ class Rig:
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
         self.publisher = Recorder(hold)
-        self.config = ProxyConfig(**settings)
+        self.config = default_config(**settings)
         self.delivery = Delivery(self.publisher, self.clock)
         self.factory = PileServerFactory(self.config, self.clock, self.delivery)
 

@@ -8,7 +8,11 @@ import enum
 import attrs
 
 from ykcproxy.wire.crc import CrcOrder
-from ykcproxy.wire.fields import SHANGHAI
+
+
+def _escape(value: str) -> str:
+    """``value`` quoted for an endpoint description (IPv6 addresses have colons)."""
+    return value.replace("\\", "\\\\").replace(":", "\\:").replace("=", "\\=")
 
 
 class MessagingType(enum.Enum):
@@ -33,40 +37,70 @@ class CrcMode(enum.Enum):
         return (CrcOrder(self.value),)
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class ProxyConfig:
-    """Everything the pile side, the forwarder and the REST API are told."""
+    """Everything the pile side, the forwarder and the REST API are told.
 
-    host: str = "0.0.0.0"
-    tcp_port: int = 27600
-    http_port: int = 9556
-    auto_verification: bool = False
-    auto_heartbeat_response: bool = True
-    auto_billing_model_verify: bool = False
-    auto_transaction_record_confirm: bool = False
-    auto_time_sync: bool = False
-    messaging: MessagingType = MessagingType.HTTP
-    servers: tuple[str, ...] = ()
-    username: str = ""
-    password: str = ""
-    subject_prefix: str = "charge.proxy.ykc"
-    nats_jetstream: bool = False
-    heartbeat_interval: float = 10.0
-    heartbeat_misses: int = 3
-    crc_mode: CrcMode = CrcMode.AUTO
-    tz: datetime.tzinfo = SHANGHAI
-    http_timeout: float = 10.0
-    http_concurrency: int = 64
-    http_batch: int = 0
-    listen_backlog: int = 4096
-    max_body_bytes: int = 64 * 1024
-    api_token: str = ""
-    data_dir: str = "./ykcproxy-data"
-    retention_days: float = 7.0
-    dead_letter_after: float = 86400.0
-    outbox_limit: int = 100_000
+    The defaults live with the option declarations
+    (:mod:`ykcproxy.options.table`); build one with
+    :func:`ykcproxy.options.default_config` or from parsed options.
+    """
+
+    host: str
+    tcp_port: int
+    pile_endpoint: str
+    listen_backlog: int
+    heartbeat_interval: float
+    heartbeat_misses: int
+    crc_mode: CrcMode
+    tz: datetime.tzinfo
+    auto_verification: bool
+    auto_heartbeat_response: bool
+    auto_billing_model_verify: bool
+    auto_transaction_record_confirm: bool
+    auto_time_sync: bool
+    messaging: MessagingType
+    servers: tuple[str, ...]
+    username: str
+    password: str
+    subject_prefix: str
+    nats_jetstream: bool
+    http_timeout: float
+    http_concurrency: int
+    http_batch: int
+    data_dir: str
+    retention_days: float
+    dead_letter_after: float
+    retry_max: float
+    outbox_limit: int
+    api_host: str
+    http_port: int
+    api_endpoint: str
+    api_token: str
+    max_body_bytes: int
+    #: First wait between delivery retries (not an option: min(0.5, retry_max)).
     retry_first: float = 0.5
-    retry_max: float = 30.0
+    #: Names of the options set explicitly (command line, environment or config file).
+    explicit: frozenset[str] = frozenset()
+
+    @property
+    def pile_endpoint_description(self) -> str:
+        """The pile port as a Twisted endpoint description."""
+        if self.pile_endpoint:
+            return self.pile_endpoint
+        return f"tcp:{self.tcp_port}:interface={_escape(self.host)}:backlog={self.listen_backlog}"
+
+    @property
+    def api_endpoint_description(self) -> str:
+        """The REST API as a Twisted endpoint description."""
+        if self.api_endpoint:
+            return self.api_endpoint
+        return f"tcp:{self.http_port}:interface={_escape(self.api_host)}"
+
+    @property
+    def standalone(self) -> bool:
+        """No consumer configured: frames are answered here and nothing is queued."""
+        return not self.forwarding
 
     @property
     def silence_timeout(self) -> float:

@@ -125,9 +125,19 @@ def normalize_server(server: str) -> str:
     if "://" not in server:
         server = "nats://" + server
     scheme = server.split("://", 1)[0]
-    if scheme not in ("nats", "tls", "ws", "wss"):
+    if scheme not in ("nats", "tls"):
         raise ValueError(f"{server!r} is not a nats:// (or tls://) address")
     return server
+
+
+def check_subject_prefix(subject_prefix: str) -> str:
+    """``subject_prefix`` without outer dots; ``ValueError`` if NATS would refuse it."""
+    prefix = subject_prefix.strip(".")
+    if not prefix or _FORBIDDEN_SUBJECT_CHARS & set(prefix) or ".." in prefix:
+        raise ValueError(
+            f"{subject_prefix!r} is not a NATS subject prefix (no spaces, '*', '>' or empty tokens)"
+        )
+    return prefix
 
 
 def _describe(e: BaseException) -> str:
@@ -199,9 +209,7 @@ class NatsPublisher:
         if not servers:
             raise ValueError("NatsPublisher needs at least one server")
         self.servers = [normalize_server(s) for s in servers]
-        prefix = subject_prefix.strip(".")
-        if not prefix or _FORBIDDEN_SUBJECT_CHARS & set(prefix) or ".." in prefix:
-            raise ValueError(f"invalid NATS subject prefix {subject_prefix!r}")
+        prefix = check_subject_prefix(subject_prefix)
         for name, value in (
             ("connect_timeout", connect_timeout),
             ("publish_timeout", publish_timeout),

@@ -1,0 +1,266 @@
+"""Every option of ykcproxy, declared once.
+
+The ``usage.Options`` class of ``twistd ykcproxy`` and ``ykcproxy``, their
+``--help``, the environment variables, the config file's keys and
+``doc/configuration.md`` are all made from :data:`OPTIONS`.  Adding an option
+is one entry here plus its typed field on :class:`~ykcproxy.config.ProxyConfig`
+(a test checks the two agree).
+"""
+
+from __future__ import annotations
+
+from ykcproxy.config import CrcMode, MessagingType
+from ykcproxy.options.declaration import Option
+from ykcproxy.options.kinds import Choice, Flag, Items, Port, Seconds, Text, Whole, Zone
+from ykcproxy.wire.fields import SHANGHAI
+
+PILE = "Pile port"
+API = "REST API"
+ANSWERS = "Automatic answers"
+FORWARD = "Forwarding"
+DELIVERY = "Durable delivery"
+PROTOCOL = "Protocol"
+GENERAL = "General"
+
+#: The groups, in the order ``doc/configuration.md`` lists them.
+GROUPS = (GENERAL, PILE, PROTOCOL, ANSWERS, FORWARD, DELIVERY, API)
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "config",
+        Text(),
+        "",
+        "A TOML file of settings (keys are option names); the command line and environment override it.",
+        GENERAL,
+        field=None,
+    ),
+    # The pile side.
+    Option("host", Text(), "0.0.0.0", "Bind address of the pile port.", PILE, "host"),
+    Option("tcpPort", Port(), 27600, "Pile (YKC) TCP port; 0 picks a free one.", PILE, "tcp_port"),
+    Option(
+        "pileEndpoint",
+        Text(),
+        "",
+        "Twisted server endpoint of the pile port (tcp:..., ssl:..., systemd:...); "
+        "wins over --host/--tcpPort.",
+        PILE,
+        "pile_endpoint",
+        shown="tcp:<tcpPort>:interface=<host>:backlog=<listenBacklog>",
+    ),
+    Option(
+        "listenBacklog",
+        Whole(lo=1),
+        4096,
+        "Pending connections the pile port queues (reconnect storms).",
+        PILE,
+        "listen_backlog",
+    ),
+    Option(
+        "heartbeatInterval",
+        Seconds(),
+        10.0,
+        "Seconds between a pile's heartbeats.",
+        PROTOCOL,
+        "heartbeat_interval",
+    ),
+    Option(
+        "heartbeatMisses",
+        Whole(lo=1),
+        3,
+        "Missed heartbeats after which a pile is disconnected.",
+        PROTOCOL,
+        "heartbeat_misses",
+    ),
+    Option(
+        "crcOrder",
+        Choice(enum_type=CrcMode),
+        CrcMode.AUTO,
+        "CRC byte order: auto, low-first or high-first.",
+        PROTOCOL,
+        "crc_mode",
+    ),
+    Option("timezone", Zone(), SHANGHAI, "Time zone of the pile clocks (CP56Time2a).", PROTOCOL, "tz"),
+    # Automatic answers.
+    Option(
+        "autoVerification",
+        Flag(),
+        False,
+        "Answer login (0x01) with 0x02 success (default true when no consumer is configured).",
+        ANSWERS,
+        "auto_verification",
+    ),
+    Option(
+        "autoHeartbeatResponse",
+        Flag(),
+        True,
+        "Answer heartbeat (0x03) with 0x04.",
+        ANSWERS,
+        "auto_heartbeat_response",
+    ),
+    Option(
+        "autoBillingModelVerify",
+        Flag(),
+        False,
+        'Answer 0x05 with 0x06 "consistent" (default true when no consumer is configured).',
+        ANSWERS,
+        "auto_billing_model_verify",
+    ),
+    Option(
+        "autoTransactionRecordConfirm",
+        Flag(),
+        False,
+        "Answer 0x3B with 0x40 once the record is safely stored.",
+        ANSWERS,
+        "auto_transaction_record_confirm",
+    ),
+    Option(
+        "autoTimeSync",
+        Flag(),
+        False,
+        "Send 0x56 after each accepted login and then daily.",
+        ANSWERS,
+        "auto_time_sync",
+    ),
+    # Forwarding.
+    Option(
+        "messagingServerType",
+        Choice(enum_type=MessagingType),
+        MessagingType.HTTP,
+        "Where frames go: http, nats or none.",
+        FORWARD,
+        "messaging",
+    ),
+    Option(
+        "servers",
+        Items(),
+        (),
+        "Comma-separated consumers: HTTP URL prefixes, or NATS addresses "
+        "(nats:// or tls://; NATS default nats://127.0.0.1:4222). Empty with http: standalone.",
+        FORWARD,
+        "servers",
+    ),
+    Option("username", Text(), "", "User name for the message broker.", FORWARD, "username"),
+    Option(
+        "password",
+        Text(),
+        "",
+        "Password for the message broker (prefer --passwordFile or YKCPROXY_PASSWORD: "
+        "the command line is visible in ps).",
+        FORWARD,
+        "password",
+        secret=True,
+    ),
+    Option(
+        "passwordFile",
+        Text(),
+        "",
+        "A file holding the broker password (one trailing newline is stripped).",
+        FORWARD,
+        field=None,
+    ),
+    Option(
+        "subjectPrefix",
+        Text(),
+        "charge.proxy.ykc",
+        "NATS subject prefix (subject: <prefix>.<ft>).",
+        FORWARD,
+        "subject_prefix",
+    ),
+    Option("natsJetStream", Flag(), False, "Publish to NATS with JetStream acks.", FORWARD, "nats_jetstream"),
+    Option("httpTimeout", Seconds(), 10.0, "Seconds a webhook POST may take.", FORWARD, "http_timeout"),
+    Option(
+        "httpConcurrency", Whole(lo=1), 64, "Webhook POSTs in flight at most.", FORWARD, "http_concurrency"
+    ),
+    Option(
+        "httpBatch",
+        Whole(lo=0),
+        0,
+        "Batch mode: POST up to this many messages as one JSON array to <endpoint>/batch (0: off).",
+        FORWARD,
+        "http_batch",
+    ),
+    # Durable delivery.
+    Option(
+        "dataDir",
+        Text(),
+        "./ykcproxy-data",
+        "Directory of the durable outbox ('' keeps messages in memory only).",
+        DELIVERY,
+        "data_dir",
+    ),
+    Option(
+        "retentionDays",
+        Seconds(),
+        7.0,
+        "Days delivered 0x3B records are kept for GET /transactions.",
+        DELIVERY,
+        "retention_days",
+    ),
+    Option(
+        "deadLetterAfter",
+        Seconds(),
+        86400.0,
+        "Seconds a message may keep failing before it is a dead letter.",
+        DELIVERY,
+        "dead_letter_after",
+    ),
+    Option(
+        "retryMaxDelay",
+        Seconds(),
+        30.0,
+        "Longest wait between delivery retries, in seconds.",
+        DELIVERY,
+        "retry_max",
+    ),
+    Option(
+        "outboxLimit",
+        Whole(lo=1),
+        100_000,
+        "Undelivered messages at which reading from piles pauses.",
+        DELIVERY,
+        "outbox_limit",
+    ),
+    # The REST API.
+    Option(
+        "apiHost",
+        Text(),
+        "127.0.0.1",
+        "Bind address of the REST API (beyond loopback, set a token).",
+        API,
+        "api_host",
+    ),
+    Option("httpPort", Port(), 9556, "REST API port; 0 picks a free one.", API, "http_port"),
+    Option(
+        "apiEndpoint",
+        Text(),
+        "",
+        "Twisted server endpoint of the REST API (tcp:..., ssl:..., unix:...); "
+        "wins over --apiHost/--httpPort.",
+        API,
+        "api_endpoint",
+        shown="tcp:<httpPort>:interface=<apiHost>",
+    ),
+    Option(
+        "apiToken",
+        Text(),
+        "",
+        "If set, REST calls need 'Authorization: Bearer <token>' "
+        "(prefer --apiTokenFile or YKCPROXY_API_TOKEN).",
+        API,
+        "api_token",
+        aliases=("YKCPROXY_API_TOKEN",),
+        secret=True,
+    ),
+    Option(
+        "apiTokenFile",
+        Text(),
+        "",
+        "A file holding the REST API token (one trailing newline is stripped).",
+        API,
+        field=None,
+    ),
+    Option("maxBodyBytes", Whole(lo=1), 65536, "Largest REST request body accepted.", API, "max_body_bytes"),
+)
+
+#: The options by name.
+BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
