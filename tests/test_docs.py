@@ -7,7 +7,7 @@ from pathlib import Path
 from twisted.trial import unittest
 
 import tests
-from ykcproxy.wire.docs import render_messages_md
+from ykcproxy.docs.messages import render_messages_md
 from ykcproxy.wire.frames import CATALOGUE
 
 MESSAGES_MD = Path(tests.__file__).resolve().parent.parent / "doc" / "messages.md"
@@ -15,11 +15,13 @@ MESSAGES_MD = Path(tests.__file__).resolve().parent.parent / "doc" / "messages.m
 
 class MessagesDocTests(unittest.TestCase):
     def test_messages_md_is_current(self) -> None:
-        self.assertTrue(MESSAGES_MD.exists(), f"{MESSAGES_MD} is missing: run `python -m ykcproxy.wire.docs`")
+        self.assertTrue(
+            MESSAGES_MD.exists(), f"{MESSAGES_MD} is missing: run `python -m ykcproxy.docs.messages`"
+        )
         current = MESSAGES_MD.read_text(encoding="utf-8")
         self.assertTrue(
             current == render_messages_md(CATALOGUE),
-            f"{MESSAGES_MD} is stale: run `python -m ykcproxy.wire.docs` and commit the result",
+            f"{MESSAGES_MD} is stale: run `python -m ykcproxy.docs.messages` and commit the result",
         )
 
     def test_every_frame_type_and_key_is_documented(self) -> None:

@@ -14,8 +14,10 @@ from twisted.trial.unittest import TestCase
 from tests.support import start_proxy
 from tests.test_rest import call
 from ykcproxy.api.app import ControlApi
-from ykcproxy.api.openapi import build_openapi, request_schema
-from ykcproxy.api.restdoc import ERROR_EXAMPLES, command_examples
+from ykcproxy.api.outbox_handlers import OutboxHandlers
+from ykcproxy.api.routes import Param, Reply, Route
+from ykcproxy.api.validation import request_schema
+from ykcproxy.docs.restapi import ERROR_EXAMPLES, command_examples
 from ykcproxy.metrics import Metrics
 from ykcproxy.options import default_config
 from ykcproxy.pile.server import PileServerFactory
@@ -24,11 +26,12 @@ from ykcproxy.wire.frames import CATALOGUE, Direction
 _METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
 
 
-def make_api(extra_routes: Any = None) -> ControlApi:
+def make_api(handlers: Any = (), routes: Any = None) -> ControlApi:
     """A ControlApi over a pile factory with no connections (no network)."""
     config = default_config()
     piles = PileServerFactory(config, Clock(), None, Metrics())
-    return ControlApi(piles, piles.metrics, lambda: {"ok": True}, config, extra_routes=extra_routes)
+    handlers = [*handlers, OutboxHandlers(None, None, config.max_body_bytes)]
+    return ControlApi(piles, piles.metrics, lambda: {"ok": True}, config, handlers=handlers, routes=routes)
 
 
 def served(api: ControlApi) -> set[tuple[str, str]]:
@@ -65,28 +68,38 @@ class Document(TestCase):
         commands = {path for method, path in routes if path.startswith("/proxy/")}
         self.assertEqual(len(commands), 21)
 
-    def test_extra_routes_must_be_documented_too(self) -> None:
-        item = {
-            "get": {
-                "operationId": "thing",
-                "parameters": [
-                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
-                "responses": {"200": {"description": "the thing"}},
-            }
-        }
+    def test_a_route_is_served_and_documented_from_one_declaration(self) -> None:
+        route = Route(
+            "GET",
+            "/things/<name>",
+            "thing",
+            "thing",
+            "one thing",
+            {200: Reply("the thing", {"type": "object"})},
+            params=(Param("name", "path", {"type": "string"}),),
+        )
 
-        def hook(api: ControlApi, document: bool) -> None:
-            api.route("/things/<name>", ["GET"], "thing")(lambda request, name: {"name": name})
-            if document:
-                api.extra_openapi_paths["/things/{name}"] = item
+        class Things:
+            def thing(self, request: Any, name: str) -> dict[str, str]:
+                return {"name": name}
 
-        undocumented = make_api(lambda api: hook(api, False))
-        missing = served(undocumented) - documented(undocumented.openapi_document())
-        self.assertEqual(missing, {("GET", "/things/{name}")})
-        api = make_api(lambda api: hook(api, True))
+        api = make_api(handlers=[Things()], routes=[*make_api().routes, route])
+        self.assertIn(("GET", "/things/{name}"), served(api))
         self.assertEqual(served(api), documented(api.openapi_document()))
+        responses = api.openapi_document()["paths"]["/things/{name}"]["get"]["responses"]
+        self.assertEqual(set(responses), {"200", "401"})
         validate(api.openapi_document())
+
+    def test_a_route_without_its_handler_fails_at_start(self) -> None:
+        route = Route("GET", "/nothing", "nothing", "no_such_handler", "x", {200: Reply("x")})
+        self.assertRaises(LookupError, make_api, routes=[route])
+
+    def test_token_routes_document_401(self) -> None:
+        for route in make_api().routes:
+            statuses = route.all_replies()
+            self.assertEqual(401 in statuses, not route.public, route.path)
+            if route.body is not None:
+                self.assertIn(413, statuses, route.path)
 
     def test_request_schemas_agree_with_the_codec(self) -> None:
         """The doc examples pass both the schema and the checks; the error examples fail both."""
@@ -114,18 +127,12 @@ class Document(TestCase):
         self.assertEqual(request_schema(CATALOGUE[0x94])["properties"]["serverPort"]["maximum"], 65535)
         self.assertEqual(request_schema(CATALOGUE[0x40])["required"][0], "id")
 
-    def test_extra_paths_argument(self) -> None:
-        document = build_openapi(CATALOGUE, {"/x": {"get": {"responses": {"200": {"description": "x"}}}}})
-        self.assertIn("/x", document["paths"])
-        self.assertIn("/proxy/a4", document["paths"])
-
-
 class Served(TestCase):
     timeout = 15
 
     @inlineCallbacks
     def test_the_running_proxy_documents_all_its_routes(self) -> None:
-        """Also the routes other modules add through the extra_routes hook."""
+        """Also the routes whose handlers live outside ControlApi (the outbox's)."""
         proxy = start_proxy(self)
         answer = yield call(proxy, "GET", "/openapi.json")
         self.assertEqual(answer.code, 200)

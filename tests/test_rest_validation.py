@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import TestCase
 
-from ykcproxy.api.app import ApiError, Command, check_command, parse_json
+from ykcproxy.api.validation import ApiError, Command, check_command, parse_json
 from ykcproxy.wire.codec import Codec, encode_frame
 from ykcproxy.wire.examples import example
 from ykcproxy.wire.frames import CATALOGUE, Direction

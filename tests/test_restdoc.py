@@ -11,7 +11,7 @@ from twisted.trial.unittest import TestCase
 import tests
 from tests.support import connect_pile, start_proxy
 from tests.test_rest import barrier, call
-from ykcproxy.api.restdoc import PILE, REQUEST_SEQ, command_examples, error_examples, render_restapi_md
+from ykcproxy.docs.restapi import PILE, REQUEST_SEQ, command_examples, error_examples, render_restapi_md
 from ykcproxy.wire.examples import example
 
 RESTAPI_MD = Path(tests.__file__).resolve().parent.parent / "doc" / "restapi.md"
@@ -19,10 +19,12 @@ RESTAPI_MD = Path(tests.__file__).resolve().parent.parent / "doc" / "restapi.md"
 
 class Generated(TestCase):
     def test_restapi_md_is_current(self) -> None:
-        self.assertTrue(RESTAPI_MD.exists(), f"{RESTAPI_MD} is missing: run `python -m ykcproxy.api.restdoc`")
+        self.assertTrue(
+            RESTAPI_MD.exists(), f"{RESTAPI_MD} is missing: run `python -m ykcproxy.docs.restapi`"
+        )
         self.assertTrue(
             RESTAPI_MD.read_text(encoding="utf-8") == render_restapi_md(),
-            f"{RESTAPI_MD} is stale: run `python -m ykcproxy.api.restdoc` and commit the result",
+            f"{RESTAPI_MD} is stale: run `python -m ykcproxy.docs.restapi` and commit the result",
         )
 
     def test_an_example_for_every_command(self) -> None:

@@ -217,18 +217,13 @@ def build_api(
     forwarding: Forwarding | None,
 ) -> tuple[Any, Listener]:
     """The REST application and the listener of the API port."""
-    from ykcproxy.api import outbox_routes
     from ykcproxy.api.app import ControlApi
+    from ykcproxy.api.outbox_handlers import OutboxHandlers
 
     delivery = forwarding.delivery if forwarding else None
     outbox = forwarding.outbox if forwarding else None
-    api = ControlApi(
-        piles,
-        metrics,
-        health,
-        config,
-        extra_routes=lambda api: outbox_routes.install(api, delivery, outbox),
-    )
+    handlers = [OutboxHandlers(delivery, outbox, config.max_body_bytes)]
+    api = ControlApi(piles, metrics, health, config, handlers=handlers)
     site = Site(api.app.resource())
     site.noisy = False
     option = "apiEndpoint" if config.api_endpoint else "httpPort"

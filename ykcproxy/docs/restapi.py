@@ -1,10 +1,10 @@
 """Generate ``doc/restapi.md``: the REST API with an example for every command.
 
-``python -m ykcproxy.api.restdoc [PATH]`` writes the file (by default
+``python -m ykcproxy.docs.restapi [PATH]`` writes the file (by default
 ``doc/restapi.md`` of the source tree).  Everything in it that a program can
 produce is produced here: the field tables come from the frame declarations,
 the frames from the codec, the error answers from the validation functions of
-:mod:`ykcproxy.api.app`.  ``tests/test_restdoc.py`` fails when the committed
+:mod:`ykcproxy.api.validation`.  ``tests/test_restdoc.py`` fails when the committed
 file differs from :func:`render_restapi_md`, and replays every example of
 :func:`command_examples` against a running proxy and a raw-socket pile.
 """
@@ -17,11 +17,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import attrs
-
-from ykcproxy.wire.codec import Codec, encode_frame
-from ykcproxy.wire.crc import CrcOrder
-from ykcproxy.wire.examples import EXAMPLE_PILE, EXAMPLE_TIME, example
+from ykcproxy.docs.examples import (
+    CODEC,
+    COMMAND_VALUES,
+    EXAMPLE_BILLING,
+    EXAMPLE_START,
+    EXAMPLE_TRADE,
+    PILE,
+    REQUEST_SEQ,
+    REQUEST_VALUES,
+    CommandExample,
+    command_examples,
+)
+from ykcproxy.wire.examples import example
 from ykcproxy.wire.fields import (
     _MISSING,
     Ascii,
@@ -40,236 +48,6 @@ from ykcproxy.wire.frames import CATALOGUE, PILE_ID, Direction, FrameType
 
 #: Where ``main()`` writes by default: ``doc/restapi.md`` beside the package.
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "doc" / "restapi.md"
-
-#: The pile of every example.
-PILE = EXAMPLE_PILE
-#: The seq of the pile's request in the examples of reply types.
-REQUEST_SEQ = 7
-#: ``?wait=`` in the examples of commands with a reply.
-WAIT = 30
-
-_CODEC = Codec()
-_TRADE = PILE + "01" + "250102030405" + "0001"
-_PARALLEL = "250102030405"
-_RATES = [3] * 16 + [2] * 4 + [1] * 6 + [0] * 4 + [1] * 8 + [2] * 6 + [3] * 4
-_BILLING = {
-    "billingModelCode": "0001",
-    "sharpUnitPrice": 120000,
-    "sharpServiceFee": 40000,
-    "peakUnitPrice": 100000,
-    "peakServiceFee": 40000,
-    "flatUnitPrice": 80000,
-    "flatServiceFee": 40000,
-    "valleyUnitPrice": 50000,
-    "valleyServiceFee": 40000,
-    "accrualRatio": 0,
-    "rateList": _RATES,
-}
-_START = {
-    "tradeSeq": _TRADE,
-    "gunId": "01",
-    "logicCard": "1000000573",
-    "physicalCard": "D14B0A54",
-    "balance": 1000000,
-}
-
-#: Readable values for the example body of each command (the rest from ``example()``).
-COMMAND_VALUES: dict[int, dict[str, Any]] = {
-    0x02: {"result": True},
-    0x04: {"gun": "01", "response": 0},
-    0x06: {"billingModelCode": "0001", "result": True},
-    0x0A: _BILLING,
-    0x12: {"gunId": "01"},
-    0x32: {
-        "tradeSeq": _TRADE,
-        "gunId": "01",
-        "logicCard": "1000000573",
-        "balance": 1000000,
-        "result": 1,
-        "reason": 0,
-    },
-    0x34: _START,
-    0x36: {"gunId": "01"},
-    0x40: {"tradeSeq": _TRADE, "result": 0},
-    0x42: {"gunId": "01", "physicalCard": "D14B0A54", "balance": 880000},
-    0x44: {
-        "cards": [
-            {"logicCard": "1000000573", "physicalCard": "D14B0A54"},
-            {"logicCard": "1000000574", "physicalCard": "D14B0A55"},
-        ]
-    },
-    0x46: {"cards": ["D14B0A54", "D14B0A55"]},
-    0x48: {"cards": ["D14B0A54", "D14B0A55"]},
-    0x52: {"allowWork": 0, "maxOutputPower": 80},
-    0x56: {"time": EXAMPLE_TIME},
-    0x58: _BILLING,
-    0x62: {"gunId": "01", "action": 0x55},
-    0x92: {"control": 2},
-    0x94: {
-        "pileType": 1,
-        "pilePower": 120,
-        "serverAddress": "192.168.10.20",
-        "serverPort": 21,
-        "username": "ykc",
-        "password": "firmware",
-        "filePath": "/pile/dc120-v2.1.bin",
-        "control": 2,
-        "downloadTimeout": 10,
-    },
-    0xA2: {
-        "tradeSeq": _TRADE,
-        "gunId": "01",
-        "logicCard": "1000000573",
-        "balance": 1000000,
-        "result": 1,
-        "reason": 0,
-        "parallelSeq": _PARALLEL,
-    },
-    0xA4: {**_START, "parallelSeq": _PARALLEL},
-}
-
-#: Readable values for the pile's request that a reply type answers.
-REQUEST_VALUES: dict[int, dict[str, Any]] = {
-    0x01: {
-        "elcType": 0,
-        "guns": 2,
-        "protocolVersion": 16,
-        "softwareVersion": "V2.1.0",
-        "network": 1,
-        "sim": "89860000000000000000",
-        "operator": 4,
-    },
-    0x03: {"gun": "01", "gunStatus": 0},
-    0x05: {"billingModelCode": "0001"},
-    0x31: {
-        "gunId": "01",
-        "startMode": 1,
-        "needPassword": 0,
-        "account": "00000000D14B0A54",
-        "password": "",
-        "vin": "",
-    },
-    0x3B: {"tradeSeq": _TRADE},
-    0xA1: {
-        "gunId": "01",
-        "startMode": 1,
-        "needPassword": 0,
-        "account": "00000000D14B0A54",
-        "password": "",
-        "vin": "",
-        "masterFlag": 0,
-        "parallelSeq": _PARALLEL,
-    },
-}
-
-#: Readable values for the pile's reply to each command (match keys come from the command).
-REPLY_VALUES: dict[int, dict[str, Any]] = {
-    0x13: {
-        "tradeSeq": _TRADE,
-        "status": 3,
-        "reset": 0,
-        "plugged": 1,
-        "ov": 3805,
-        "oc": 1250,
-        "lineTemp": 75,
-        "lineCode": "0000000000000000",
-        "soc": 56,
-        "bpTopTemp": 80,
-        "accumulatedChargingTime": 25,
-        "remainingTime": 40,
-        "chargingDegrees": 245000,
-        "lossyChargingDegrees": 245000,
-        "chargedAmount": 318500,
-        "hardwareFailure": 0,
-    },
-    0x33: {"result": True, "reason": 0},
-    0x35: {"result": True, "reason": 0},
-    0x41: {"physicalCard": "00000000D14B0A54", "result": 0},
-    0x43: {"result": 1, "reason": 0},
-    0x45: {
-        "cards": [
-            {"physicalCard": "00000000D14B0A54", "result": 1, "reason": 0},
-            {"physicalCard": "00000000D14B0A55", "result": 1, "reason": 0},
-        ]
-    },
-    0x47: {
-        "cards": [
-            {"physicalCard": "00000000D14B0A54", "result": 1},
-            {"physicalCard": "00000000D14B0A55", "result": 0},
-        ]
-    },
-    0x51: {"result": 1},
-    0x55: {"time": EXAMPLE_TIME},
-    0x57: {"result": 1},
-    0x63: {"result": 1},
-    0x91: {"result": 1},
-    0x93: {"status": 0},
-    0xA3: {"result": True, "reason": 0, "masterFlag": 0},
-}
-
-
-@attrs.frozen
-class CommandExample:
-    """One documented ``POST /proxy/<ft>``, with everything a replay needs."""
-
-    frame: FrameType
-    #: The request body.
-    body: dict[str, Any]
-    #: ``?wait=`` (None for types without a reply frame).
-    wait: float | None
-    #: For a reply type: (code, fields) of the pile's request, sent with seq REQUEST_SEQ.
-    request: tuple[int, dict[str, Any]] | None
-    #: For a command with a reply: (code, fields) the pile answers with.
-    reply: tuple[int, dict[str, Any]] | None
-    #: The answer of the REST call, with the frame written.
-    response: dict[str, Any]
-
-    @property
-    def path(self) -> str:
-        query = f"?wait={self.wait:g}" if self.wait is not None else ""
-        return f"/proxy/{self.frame.ft}{query}"
-
-
-def _decoded(code: int, fields: Mapping[str, Any]) -> dict[str, Any]:
-    checked = _CODEC.check(code, dict(fields))
-    return _CODEC.decode_body(code, _CODEC.encode_body(code, checked))
-
-
-def _example(frame: FrameType) -> CommandExample:
-    code = frame.code
-    body = {"id": PILE, **{k: v for k, v in example(code, PILE).items() if k != "id"}}
-    body.update(COMMAND_VALUES.get(code, {}))
-    if "id" not in frame.keys:
-        body = {"id": PILE, **body}
-    checked = _CODEC.check(code, body)
-    request = None
-    seq = 0
-    if frame.answers is not None:
-        values = dict(REQUEST_VALUES.get(frame.answers, {}))
-        request = (frame.answers, example(frame.answers, PILE, **values))
-        seq = REQUEST_SEQ
-    raw = encode_frame(code, seq, _CODEC.encode_body(code, checked), CrcOrder.LOW_FIRST)
-    response: dict[str, Any] = {"message": "done", "seq": seq, "frame": raw.hex()}
-    reply = None
-    wait: float | None = None
-    if frame.reply is not None:
-        values = dict(REPLY_VALUES.get(frame.reply, {}))
-        values.update({k: checked[k] for k in frame.match})
-        reply = (frame.reply, example(frame.reply, PILE, **values))
-        response["reply"] = _decoded(frame.reply, reply[1])
-        wait = WAIT
-    return CommandExample(frame, body, wait, request, reply, response)
-
-
-def command_examples(catalogue: Mapping[int, FrameType] = CATALOGUE) -> list[CommandExample]:
-    """The example of every platform→pile frame type, in code order."""
-    frames = sorted((f for f in catalogue.values() if f.direction is Direction.DOWN), key=lambda f: f.code)
-    return [_example(f) for f in frames]
-
-
-def request_examples() -> dict[int, dict[str, Any]]:
-    """Frame code → the documented request body (for the OpenAPI document)."""
-    return {e.frame.code: e.body for e in command_examples()}
 
 
 # -- formatting -------------------------------------------------------------------
@@ -392,16 +170,20 @@ ERROR_EXAMPLES: tuple[tuple[str, int, Any], ...] = (
     (
         "A billing model without the pile id and with a 2-digit model code (every bad field is named)",
         0x58,
-        {"billingModelCode": "01", **{k: v for k, v in _BILLING.items() if k != "billingModelCode"}},
+        {"billingModelCode": "01", **{k: v for k, v in EXAMPLE_BILLING.items() if k != "billingModelCode"}},
     ),
     ("A trailing comma", 0x36, '{\n  "id": "55031412782305",\n  "gunId": "01",\n}'),
-    ("A value of the wrong type", 0x34, {"id": PILE, **_START, "balance": "1000000"}),
+    ("A value of the wrong type", 0x34, {"id": PILE, **EXAMPLE_START, "balance": "1000000"}),
     (
         "A BCD field with a letter, and a pile id of 13 digits",
         0x34,
-        {**_START, "id": PILE[:13], "tradeSeq": _TRADE[:-1] + "A"},
+        {**EXAMPLE_START, "id": PILE[:13], "tradeSeq": EXAMPLE_TRADE[:-1] + "A"},
     ),
-    ("A rate list with a value out of range", 0x0A, {"id": PILE, **_BILLING, "rateList": [0] * 47 + [4]}),
+    (
+        "A rate list with a value out of range",
+        0x0A,
+        {"id": PILE, **EXAMPLE_BILLING, "rateList": [0] * 47 + [4]},
+    ),
     ("Too many cards for one frame", 0x46, {"id": PILE, "cards": [f"D14B{i:04X}" for i in range(25)]}),
     (
         "A port over 65535 and an ASCII field too long",
@@ -413,13 +195,13 @@ ERROR_EXAMPLES: tuple[tuple[str, int, Any], ...] = (
 
 def error_examples() -> list[tuple[str, int, str, int, dict[str, Any]]]:
     """(title, code, body, status, answer) of each error example, answered by the real checks."""
-    from ykcproxy.api.app import ApiError, check_command, parse_json
+    from ykcproxy.api.validation import ApiError, check_command, parse_json
 
     out = []
     for title, code, body in ERROR_EXAMPLES:
         text = body if isinstance(body, str) else to_json(body)
         try:
-            check_command(_CODEC, CATALOGUE[code], parse_json(text.encode()))
+            check_command(CODEC, CATALOGUE[code], parse_json(text.encode()))
         except ApiError as e:
             out.append((title, code, text, e.code, e.body))
         else:  # pragma: no cover - the examples are all wrong on purpose
@@ -438,7 +220,7 @@ def _pile_example() -> dict[str, Any]:
     session.logged_in = True
     session.login = {k: v for k, v in example(0x01, PILE, **REQUEST_VALUES[0x01]).items() if k != "id"}
     session.guns = {
-        "01": {"gunStatus": 0, "status": 3, "plugged": 1, "tradeSeq": _TRADE},
+        "01": {"gunStatus": 0, "status": 3, "plugged": 1, "tradeSeq": EXAMPLE_TRADE},
         "02": {"gunStatus": 0, "status": 2, "plugged": 0, "tradeSeq": "0" * 32},
     }
     return pile_view(session)
@@ -448,7 +230,7 @@ def _pile_example() -> dict[str, Any]:
 _INTRO = """\
 # REST control API
 
-<!-- Generated by `python -m ykcproxy.api.restdoc`. Do not edit by hand. -->
+<!-- Generated by `python -m ykcproxy.docs.restapi`. Do not edit by hand. -->
 
 The proxy listens for HTTP on `--httpPort` (default 9556). Through it a
 business system sends the 21 platform → pile frame types of YKC V1.6 to any

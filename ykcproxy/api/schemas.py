@@ -1,0 +1,68 @@
+"""JSON schemas of the REST answers, shared by the route table's OpenAPI entries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: An error or a plain answer: ``{"message": ..., "errors": [...]}``.
+MESSAGE: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "message": {"type": "string", "description": "what happened or what is wrong, naming the field"},
+        "errors": {
+            "type": "array",
+            "description": "400 for bad fields: one entry per field",
+            "items": {
+                "type": "object",
+                "properties": {"field": {"type": "string"}, "rule": {"type": "string"}},
+                "required": ["field", "rule"],
+            },
+        },
+    },
+    "required": ["message"],
+}
+
+#: A frame written to a pile.
+SENT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "message": {"type": "string"},
+        "seq": {
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 65535,
+            "description": "the frame's sequence number",
+        },
+        "frame": {"type": "string", "description": "the whole frame written to the pile, in hex"},
+    },
+    "required": ["message", "seq", "frame"],
+}
+
+#: A frame written, and the pile's decoded reply when waited for.
+SENT_WITH_REPLY: dict[str, Any] = {**SENT, "properties": {**SENT["properties"], "reply": {"type": "object"}}}
+
+#: One pile in ``GET /piles``.
+PILE: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "description": "pile id, 14 digits"},
+        "remote": {"type": "string", "description": "the pile's address, ip:port"},
+        "connectedAt": {"type": "integer", "description": "unix ms of the TCP connection"},
+        "lastSeen": {"type": "integer", "description": "unix ms of the latest frame from the pile"},
+        "loggedIn": {"type": "boolean"},
+        "guns": {"type": ["integer", "null"], "description": "number of guns, from the login (0x01)"},
+        "login": {"type": "object", "description": "the fields of the pile's 0x01 login"},
+        "gunState": {
+            "type": "object",
+            "description": "gun → its latest state: gunStatus (0x03), status, plugged, tradeSeq (0x13)",
+            "additionalProperties": {"type": "object"},
+        },
+    },
+    "required": ["id", "remote", "connectedAt", "lastSeen", "loggedIn"],
+}
+
+#: The health report.
+HEALTH: dict[str, Any] = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+
+#: Any JSON object.
+OBJECT: dict[str, Any] = {"type": "object"}
