@@ -127,6 +127,7 @@ class Document(TestCase):
         self.assertEqual(request_schema(CATALOGUE[0x94])["properties"]["serverPort"]["maximum"], 65535)
         self.assertEqual(request_schema(CATALOGUE[0x40])["required"][0], "id")
 
+
 class Served(TestCase):
     timeout = 15
 

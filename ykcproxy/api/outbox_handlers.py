@@ -58,10 +58,10 @@ class OutboxHandlers:
     @inlineCallbacks
     def outbox_replay(self, request: IRequest) -> Any:
         """Queue dead letters again (all, or the listed keys)."""
+        body = read_json_body(request, self.max_body_bytes, empty={})
         outbox, delivery = self.outbox, self.delivery
         if outbox is None or delivery is None:
             raise _no_outbox()
-        body = read_json_body(request, self.max_body_bytes, empty={})
         if not isinstance(body, dict):
             raise ApiError(400, "body: must be a JSON object")
         keys = body.get("keys")

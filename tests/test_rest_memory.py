@@ -1,0 +1,109 @@
+"""The REST API on StubTreq and a Clock: routing, token, errors, commands and waits, no sockets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.trial.unittest import TestCase
+
+from tests.stub_api import StubApi
+from ykcproxy.api.routes import Reply, Route
+from ykcproxy.wire.examples import example
+
+PILE = "32010200000001"
+
+
+class Plumbing(TestCase):
+    def answer(self, stub: StubApi, *args: Any, **kwargs: Any) -> Any:
+        d = stub.call(*args, **kwargs)
+        stub.flush()
+        return self.successResultOf(d)
+
+    def test_token_on_every_route_but_the_public_ones(self) -> None:
+        stub = StubApi(api_token="s3cret")
+        for route in stub.api.routes:
+            path = route.path.replace("<pile_id>", PILE).replace("<trade_seq>", "0" * 32)
+            answer = self.answer(stub, route.method, path)
+            if route.public:
+                self.assertNotEqual(answer.code, 401, path)
+            else:
+                self.assertEqual(answer.code, 401, path)
+                self.assertNotIn("s3cret", str(answer.body))
+        good = {b"Authorization": [b"Bearer s3cret"]}
+        self.assertEqual(self.answer(stub, "GET", "/piles", headers=good).code, 200)
+
+    def test_unknown_path_method_and_frame_type(self) -> None:
+        stub = StubApi()
+        self.assertEqual(self.answer(stub, "GET", "/nowhere").code, 404)
+        answer = self.answer(stub, "DELETE", "/piles")
+        self.assertEqual(answer.code, 405)
+        self.assertIn("GET", answer.headers["allow"])
+        answer = self.answer(stub, "POST", "/proxy/zz", {})
+        self.assertEqual(answer.code, 404)
+        self.assertIn("unknown frame type", answer.body["message"])
+
+    def test_handler_failure_is_a_logged_500(self) -> None:
+        class Broken:
+            def broken(self, request: Any) -> Any:
+                raise RuntimeError("boom")
+
+        route = Route("GET", "/broken", "broken", "broken", "fails", {200: Reply("never")})
+        stub = StubApi(routes=[route], handlers=[Broken()])
+        answer = self.answer(stub, "GET", "/broken")
+        self.assertEqual(answer.code, 500)
+        self.assertEqual(answer.body, {"message": "internal error (logged)"})
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_replay_body_is_size_limited_and_checked_like_the_others(self) -> None:
+        """Regression: the replay route read its whole body and parsed JSON on its own."""
+        stub = StubApi(max_body_bytes=100)
+        answer = self.answer(stub, "POST", "/outbox/replay", raw=b"[" + b"1," * 200 + b"1]")
+        self.assertEqual(answer.code, 413)
+        answer = self.answer(stub, "POST", "/outbox/replay", raw=b'{"keys": [1,]}')
+        self.assertEqual(answer.code, 400)
+        self.assertIn("trailing comma", answer.body["message"])
+
+    def test_health_answers_503_when_degraded(self) -> None:
+        stub = StubApi()
+        stub.healthy = False
+        self.assertEqual(self.answer(stub, "GET", "/healthz").code, 503)
+
+
+class Commands(TestCase):
+    def test_command_written_and_reply_waited_for_on_the_clock(self) -> None:
+        stub = StubApi()
+        pile = stub.pile(PILE)
+        d = stub.call("POST", "/proxy/92?wait=20", example(0x92, PILE))
+        stub.flush()
+        self.assertNoResult(d)
+        ((code, seq, fields),) = pile.received()
+        self.assertEqual((code, fields["id"]), (0x92, PILE))
+        pile.send(0x91, seq=seq, result=1)
+        stub.flush()
+        answer = self.successResultOf(d)
+        self.assertEqual(answer.code, 200)
+        self.assertEqual(answer.body["reply"]["result"], 1)
+
+    def test_wait_times_out_on_the_clock(self) -> None:
+        stub = StubApi()
+        stub.pile(PILE)
+        d = stub.call("POST", "/proxy/92?wait=20", example(0x92, PILE))
+        stub.clock.advance(19.9)
+        stub.flush()
+        self.assertNoResult(d)
+        stub.clock.advance(0.2)
+        stub.flush()
+        answer = self.successResultOf(d)
+        self.assertEqual(answer.code, 504)
+        self.assertIn("the 0x92 frame was sent", answer.body["message"])
+
+    def test_piles_listed(self) -> None:
+        stub = StubApi()
+        stub.pile(PILE)
+        d = stub.call("GET", "/piles")
+        stub.flush()
+        answer = self.successResultOf(d)
+        self.assertEqual([p["id"] for p in answer.body], [PILE])
+        d = stub.call("GET", "/piles/32010200000009")
+        stub.flush()
+        self.assertEqual(self.successResultOf(d).code, 404)
