@@ -75,7 +75,7 @@ class StubApi:
         self.api = ControlApi(
             self.piles, self.metrics, self.health, self.config, handlers=handlers, routes=routes
         )
-        self.treq = StubTreq(self.api.app.resource())
+        self.treq = StubTreq(self.api.resource())
         self.healthy = True
         self._ports = iter(range(40000, 60000))
 

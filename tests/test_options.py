@@ -97,7 +97,7 @@ class OneDeclaration(TestCase):
         )
 
     def test_every_option_has_its_field(self):
-        fields = {f.name for f in attrs.fields(ProxyConfig)} - {"retry_first", "explicit"}
+        fields = {f.name for f in attrs.fields(ProxyConfig)} - {"retry_first", "explicit", "api_read_token"}
         declared = {o.field for o in OPTIONS if o.field is not None}
         self.assertEqual(fields, declared)
         config = default_config()

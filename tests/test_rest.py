@@ -907,6 +907,8 @@ class Monitoring(TestCase):
         answer = yield call(proxy, "POST", "/proxy/92", {"id": PILE, "control": 1}, headers=good)
         self.assertEqual(answer.code, 200)
         yield link.expect(0x92)
-        for path in ("/healthz", "/metrics", "/openapi.json"):
+        for path in ("/healthz", "/openapi.json"):
             answer = yield call(proxy, "GET", path)
             self.assertEqual(answer.code, 200, path)
+        answer = yield call(proxy, "GET", "/metrics")
+        self.assertEqual(answer.code, 401, "/metrics needs the token unless --metricsPublic")

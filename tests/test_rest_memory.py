@@ -107,3 +107,42 @@ class Commands(TestCase):
         d = stub.call("GET", "/piles/32010200000009")
         stub.flush()
         self.assertEqual(self.successResultOf(d).code, 404)
+
+
+class Access(TestCase):
+    def answer(self, stub: StubApi, *args: Any, **kwargs: Any) -> Any:
+        d = stub.call(*args, **kwargs)
+        stub.flush()
+        return self.successResultOf(d)
+
+    def test_read_only_token(self) -> None:
+        stub = StubApi(api_token="write-token", api_read_token="read-token")
+        read = {b"Authorization": [b"Bearer read-token"]}
+        self.assertEqual(self.answer(stub, "GET", "/piles", headers=read).code, 200)
+        answer = self.answer(stub, "POST", "/proxy/92", example(0x92, PILE), headers=read)
+        self.assertEqual(answer.code, 403)
+        write = {b"Authorization": [b"Bearer write-token"]}
+        self.assertEqual(self.answer(stub, "POST", "/proxy/92", example(0x92, PILE), headers=write).code, 404)
+
+    def test_metrics_need_the_token_unless_public(self) -> None:
+        self.assertEqual(self.answer(StubApi(api_token="t"), "GET", "/metrics").code, 401)
+        self.assertEqual(
+            self.answer(StubApi(api_token="t", metrics_public=True), "GET", "/metrics").code, 200
+        )
+        self.assertEqual(self.answer(StubApi(api_token="t"), "GET", "/healthz").code, 200)
+        self.assertEqual(self.answer(StubApi(api_token="t"), "GET", "/openapi.json").code, 200)
+
+    def test_cors_off_unless_an_origin_is_given(self) -> None:
+        origin = {b"Origin": [b"https://ops.example"]}
+        answer = self.answer(StubApi(), "GET", "/piles", headers=origin)
+        self.assertNotIn("access-control-allow-origin", answer.headers)
+        stub = StubApi(cors_origin="https://ops.example")
+        answer = self.answer(stub, "GET", "/piles", headers=origin)
+        self.assertEqual(answer.headers["access-control-allow-origin"], "https://ops.example")
+        preflight = {**origin, b"Access-Control-Request-Method": [b"POST"]}
+        answer = self.answer(stub, "OPTIONS", "/proxy/92", headers=preflight)
+        self.assertEqual(answer.code, 204)
+        self.assertIn("Authorization", answer.headers["access-control-allow-headers"])
+        other = {b"Origin": [b"https://evil.example"]}
+        answer = self.answer(stub, "GET", "/piles", headers=other)
+        self.assertNotIn("access-control-allow-origin", answer.headers)

@@ -77,7 +77,11 @@ class ProxyConfig:
     http_port: int
     api_endpoint: str
     api_token: str
+    metrics_public: bool
+    cors_origin: str
     max_body_bytes: int
+    #: The read-only token (from ``--apiReadTokenFile``; not an option of its own).
+    api_read_token: str = ""
     #: First wait between delivery retries (not an option: min(0.5, retry_max)).
     retry_first: float = 0.5
     #: Names of the options set explicitly (command line, environment or config file).

@@ -224,7 +224,7 @@ def build_api(
     outbox = forwarding.outbox if forwarding else None
     handlers = [OutboxHandlers(delivery, outbox, config.max_body_bytes)]
     api = ControlApi(piles, metrics, health, config, handlers=handlers)
-    site = Site(api.app.resource())
+    site = Site(api.resource())
     site.noisy = False
     option = "apiEndpoint" if config.api_endpoint else "httpPort"
     return api, Listener("REST API", option, config.api_endpoint_description, site, reactor)

@@ -78,6 +78,15 @@ class ControlApi:
             self._serve(route)
         self._error_handlers()
 
+    def resource(self) -> Any:
+        """The web resource of the API (with CORS when ``--corsOrigin`` is set)."""
+        resource = self.app.resource()
+        if self.config.cors_origin:
+            from ykcproxy.api.cors import CorsResource
+
+            return CorsResource(resource, self.config.cors_origin)
+        return resource
+
     def default_routes(self) -> list[Route]:
         """The commands of this API's catalogue and every route of the table."""
         from ykcproxy.docs.examples import request_examples
@@ -94,12 +103,13 @@ class ControlApi:
 
     def _serve(self, route: Route) -> None:
         handler = self._handler(route)
+        public = route.public or bool(route.public_if and getattr(self.config, route.public_if))
 
         @inlineCallbacks
         def wrapped(request: IRequest, **kwargs: Any) -> Any:
             request.ykc_route = route.name  # type: ignore[attr-defined]
-            if not route.public:
-                self._authorize(request)
+            if not public:
+                self._authorize(request, read_only=route.method == "GET")
             try:
                 result = yield handler(request, **kwargs, **route.kwargs)
             except CancelledError:
@@ -161,13 +171,20 @@ class ControlApi:
             self.metrics.rest_requests.labels(_route_name(request), "500").inc()
             return _json(request, 500, {"message": "internal error (logged)"})
 
-    def _authorize(self, request: IRequest) -> None:
+    def _authorize(self, request: IRequest, read_only: bool) -> None:
+        """Check the bearer token (in constant time); the read-only token only for reading."""
         token = self.config.api_token
         if not token:
             return
         given = request.getHeader(b"authorization") or b""
-        if not hmac.compare_digest(given, f"Bearer {token}".encode()):
-            raise ApiError(401, "missing or wrong API token (send 'Authorization: Bearer <token>')")
+        if hmac.compare_digest(given, f"Bearer {token}".encode()):
+            return
+        read_token = self.config.api_read_token
+        if read_token and hmac.compare_digest(given, f"Bearer {read_token}".encode()):
+            if read_only:
+                return
+            raise ApiError(403, "the read-only token cannot do this (use the API token)")
+        raise ApiError(401, "missing or wrong API token (send 'Authorization: Bearer <token>')")
 
     def json_body(self, request: IRequest) -> Any:
         """The request's JSON body: 413 over ``--maxBodyBytes``, 400 when malformed."""

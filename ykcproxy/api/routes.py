@@ -67,6 +67,7 @@ class Route:
     :param path: Klein's form (``/piles/<pile_id>``).
     :param handler: the name of the handler method, looked up on the API's handler objects.
     :param public: served without the API token.
+    :param public_if: the config setting that, when true, serves it without the token.
     :param body: the JSON schema of the request body (None: no body).
     :param kwargs: fixed keyword arguments for the handler (a command's frame type).
     """
@@ -83,6 +84,7 @@ class Route:
     example: Mapping[str, Any] | None = None
     description: str = ""
     public: bool = False
+    public_if: str | None = None
     kwargs: Mapping[str, Any] = attrs.field(factory=dict)
 
     @property
@@ -98,6 +100,8 @@ class Route:
             out.setdefault(413, Reply("request body over --maxBodyBytes"))
         if not self.public:
             out.setdefault(401, Reply("an API token is configured and the request lacks it"))
+            if self.method != "GET":
+                out.setdefault(403, Reply("the read-only token cannot do this"))
         return dict(sorted(out.items()))
 
     def openapi(self) -> dict[str, Any]:
@@ -259,7 +263,7 @@ ROUTES: tuple[Route, ...] = (
         "metrics_text",
         "Prometheus metrics",
         {200: Reply("metrics, text format 0.0.4", {"type": "string"}, "text/plain")},
-        public=True,
+        public_if="metrics_public",
     ),
     Route(
         "GET",

@@ -98,6 +98,15 @@ def derive(values: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
         if "apiToken" in explicit:
             raise SettingsError("--apiToken and --apiTokenFile: give only one")
         values["apiToken"] = read_secret_file("apiTokenFile", values["apiTokenFile"])
+    values["apiReadToken"] = ""
+    if values["apiReadTokenFile"]:
+        if not values["apiToken"]:
+            raise SettingsError(
+                "--apiReadTokenFile needs --apiToken (or --apiTokenFile) for the other routes"
+            )
+        values["apiReadToken"] = read_secret_file("apiReadTokenFile", values["apiReadTokenFile"])
+        if values["apiReadToken"] == values["apiToken"]:
+            raise SettingsError("--apiReadTokenFile: the read-only token must differ from the API token")
     messaging = values["messagingServerType"]
     if messaging is MessagingType.HTTP:
         _check_http_servers(values["servers"])

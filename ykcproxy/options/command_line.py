@@ -119,7 +119,12 @@ class Options(usage.Options):
 def build_config(values: dict[str, Any], explicit: set[str] | frozenset[str] = frozenset()) -> ProxyConfig:
     """The :class:`ProxyConfig` of ``values`` (option name -> value)."""
     fields = {o.field: values[o.name] for o in OPTIONS if o.field is not None}
-    return ProxyConfig(**fields, retry_first=min(0.5, values["retryMaxDelay"]), explicit=frozenset(explicit))
+    return ProxyConfig(
+        **fields,
+        api_read_token=values.get("apiReadToken", ""),
+        retry_first=min(0.5, values["retryMaxDelay"]),
+        explicit=frozenset(explicit),
+    )
 
 
 def default_config(**overrides: Any) -> ProxyConfig:

@@ -259,6 +259,30 @@ OPTIONS: tuple[Option, ...] = (
         API,
         field=None,
     ),
+    Option(
+        "apiReadTokenFile",
+        Text(),
+        "",
+        "A file holding a second, read-only token: GET routes and the event stream only.",
+        API,
+        field=None,
+    ),
+    Option(
+        "metricsPublic",
+        Flag(),
+        False,
+        "Serve /metrics without a token (for a scraper on a trusted network).",
+        API,
+        "metrics_public",
+    ),
+    Option(
+        "corsOrigin",
+        Text(),
+        "",
+        "Origin allowed to call the API from a browser (CORS); empty: CORS off. '*' allows any.",
+        API,
+        "cors_origin",
+    ),
     Option("maxBodyBytes", Whole(lo=1), 65536, "Largest REST request body accepted.", API, "max_body_bytes"),
 )
 
