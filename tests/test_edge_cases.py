@@ -177,11 +177,11 @@ class RecordsTable(TestCase):
     def test_rereceived_record_is_not_delivered_yet(self):
         outbox = SqliteOutbox(self.mktemp(), reactor)
         self.addCleanup(outbox.close)
-        record = Message("3b", PILE, f"{PILE}-3b-{TRADE}", b'{"copy": 1}')
+        record = Message("3b", PILE, f"{PILE}-3b-{TRADE}", b'{"copy": 1}', TRADE)
         key, committed = outbox.append(record, True)
         yield committed
         outbox.delivered(key, record)
-        again = Message("3b", PILE, f"{PILE}-3b-{TRADE}", b'{"copy": 2}')  # the pile resent it
+        again = Message("3b", PILE, f"{PILE}-3b-{TRADE}", b'{"copy": 2}', TRADE)  # the pile resent it
         _, committed = outbox.append(again, True)
         yield committed
         (row,) = yield outbox.record(TRADE)
@@ -236,9 +236,9 @@ class RecordsOnlyForDecodedTransactions(TestCase):
         self.addCleanup(outbox.close)
         _, committed = outbox.append(Message("3b", PILE, "abc-12", b"{}"))  # encrypted: no tradeSeq
         yield committed
-        _, committed = outbox.append(Message("3b", PILE, f"{PILE}-3b-{TRADE}", b"{}"))
+        _, committed = outbox.append(Message("3b", PILE, f"{PILE}-3b-{TRADE}", b"{}", TRADE))
         yield committed
-        _, committed = outbox.append(Message("3b", PILE, f"{PILE}-3b-{TRADE}", b"{}"), replay=True)
+        _, committed = outbox.append(Message("3b", PILE, f"{PILE}-3b-{TRADE}", b"{}", TRADE), replay=True)
         yield committed
         (record,) = yield outbox.record(TRADE)
         self.assertEqual(record["timesReceived"], 1)

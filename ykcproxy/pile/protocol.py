@@ -38,6 +38,8 @@ class PileProtocol(Protocol):
         self.sessions: dict[str, PileSession] = {}
         self.crc_order = CrcOrder.LOW_FIRST
         self.remote = ""
+        #: The remote address without its port (for per-address limits).
+        self.host = ""
         self.connected_at = 0.0
         self.last_seen = 0.0
         self.close_reason: str | None = None
@@ -52,7 +54,8 @@ class PileProtocol(Protocol):
     def connectionMade(self) -> None:
         f = self.factory
         peer = self.transport.getPeer()  # type: ignore[union-attr]
-        self.remote = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+        self.host = str(getattr(peer, "host", "?"))
+        self.remote = f"{self.host}:{getattr(peer, 'port', '?')}"
         self.connected_at = self.last_seen = f.clock.seconds()
         self.crc_order = f.initial_crc_order
         self._framer = Framer(f.config.crc_mode.orders)
