@@ -67,6 +67,14 @@ class ProxyConfig:
     outbox_limit: int = 100_000
     retry_first: float = 0.5
     retry_max: float = 30.0
+    #: Pile port limits, enforced by ``ykcproxy.pile`` (0 turns a limit off; ``allow_list`` is a path).
+    login_timeout: float = 30.0
+    max_connections: int = 20000
+    max_connections_per_address: int = 0
+    max_frame_rate: float = 50.0
+    error_budget: int = 20
+    max_output_buffer: int = 1048576
+    allow_list: str = ""
 
     @property
     def silence_timeout(self) -> float:

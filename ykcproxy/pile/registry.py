@@ -145,7 +145,9 @@ class Registry:
         if old is session and session.logged_in:
             return False
         self._sessions[pile_id] = session
-        session.logged_in = True
+        if not session.logged_in:
+            session.logged_in = True
+            session.connection.login_accepted()
         if old is not None and old is not session:
             self.log.info(
                 "pile {pile_id} logged in again from {remote}; replacing {old}",
@@ -172,7 +174,9 @@ class Registry:
             session.time_sync.cancel()
         session.time_sync = None
         if self._discard(session) or was_registered:
-            session.logged_in = False
+            if session.logged_in:
+                session.logged_in = False
+                proto.accepted -= 1
             self.on_offline(session, reason)
         if reason == "replaced" and not proto.sessions:
             proto.close("replaced")

@@ -8,7 +8,10 @@ whole frame a connection reads comes here.  The decisions live apart:
 - what each frame type does (auto answers, state kept):
   :data:`ykcproxy.pile.dispatch.HANDLERS`;
 - the message a consumer gets (header, message ids, online/offline):
-  :class:`~ykcproxy.forward.envelope.Envelope`.
+  :class:`~ykcproxy.forward.envelope.Envelope`;
+- the limits of the pile port: the measures in :mod:`ykcproxy.pile.limits`,
+  the allow-list in :mod:`ykcproxy.pile.allowlist`; this class acts on them
+  (refuse, drop, close), counts it (``ykc_pile_limit_actions``) and logs it.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
@@ -24,7 +27,9 @@ from ykcproxy.config import CrcMode, ProxyConfig
 from ykcproxy.forward.delivery import Delivery
 from ykcproxy.forward.envelope import Envelope
 from ykcproxy.metrics import Metrics
+from ykcproxy.pile.allowlist import AllowList
 from ykcproxy.pile.dispatch import HANDLERS, LOGIN, LOGIN_REPLY, TIME_SYNC, TRANSACTION_CONFIRM, Handler
+from ykcproxy.pile.limits import ThrottledLog
 from ykcproxy.pile.protocol import PileProtocol
 from ykcproxy.pile.registry import Registry
 from ykcproxy.pile.session import PileSession
@@ -53,7 +58,9 @@ class PileServerFactory(Factory):
         forward: Delivery | None,
         metrics: Metrics | None = None,
         codec: Codec | None = None,
+        allow_list: AllowList | None = None,
     ) -> None:
+        """``allow_list`` defaults to the file ``config.allow_list`` names (none if empty)."""
         self.config = config
         self.clock = clock
         self.forward = forward
@@ -84,6 +91,15 @@ class PileServerFactory(Factory):
         self.auto_confirm = config.auto_transaction_record_confirm and forward is not None
         self.metrics.gauge_function(self.metrics.connections, lambda: len(self.connections))
         self.metrics.gauge_function(self.metrics.piles, lambda: len(self.registry))
+        self.metrics.gauge_function(self.metrics.pending_logins, lambda: self.registry.pending_count)
+        if allow_list is None and config.allow_list:
+            allow_list = AllowList.load(config.allow_list)
+        #: The pile ids allowed to log in (None: any); ``allow_list.reload()`` on SIGHUP.
+        self.allow_list = allow_list
+        #: Piles refused by the allow-list and logged already (each is logged once).
+        self._refused_logged: set[str] = set()
+        #: Connections refused by the connection limits (logged rate-limited).
+        self._refusals = ThrottledLog(clock, self.log, "the pile port")
 
     # -- connections -------------------------------------------------------------
     def pause_reading(self, paused: bool) -> None:
@@ -91,6 +107,29 @@ class PileServerFactory(Factory):
         self.paused = paused
         for proto in self.connections:
             proto.pause(paused)
+
+    def buildProtocol(self, addr: IAddress) -> PileProtocol | None:  # type: ignore[override]
+        """A new connection, unless it is over ``--maxConnections`` (per address)."""
+        host = str(getattr(addr, "host", "?"))
+        config = self.config
+        limit = None
+        if config.max_connections > 0 and len(self.registry.connections) >= config.max_connections:
+            limit, count = "max-connections", config.max_connections
+        elif (
+            config.max_connections_per_address > 0
+            and self.registry.per_host.get(host, 0) >= config.max_connections_per_address
+        ):
+            limit, count = "max-connections-per-address", config.max_connections_per_address
+        if limit is None:
+            return super().buildProtocol(addr)  # type: ignore[return-value]
+        self.metrics.limit_acted(limit)
+        self._refusals.warn(
+            limit,
+            "refused a pile connection from {host}: {count} connections already ({kind})",
+            host=host,
+            count=count,
+        )
+        return None
 
     def connection_made(self, proto: PileProtocol) -> None:
         """A pile connected (nothing is known of it until it logs in)."""
@@ -102,6 +141,7 @@ class PileServerFactory(Factory):
     def connection_lost(self, proto: PileProtocol, reason: str) -> None:
         """A connection closed: its piles go offline with ``reason``."""
         self.registry.connection_lost(proto, reason)
+        self.metrics.connections_closed[reason] += 1
         self.log.info("pile connection {remote} closed ({reason})", remote=proto.remote, reason=reason)
 
     def expire_silent_piles(self, proto: PileProtocol, now: float, floor: float) -> float:
@@ -117,31 +157,90 @@ class PileServerFactory(Factory):
 
     # -- input ----------------------------------------------------------------------
     def framing_error(self, proto: PileProtocol, err: FramingError) -> None:
-        """Bytes that are no frame: logged with their hex, counted, dropped."""
+        """Bytes that are no frame: counted, logged (rate-limited) with their hex, dropped."""
         self.metrics.frame_error(err.kind)
-        self.log.warn(
+        assert proto.bad_log is not None
+        proto.bad_log.warn(
+            err.kind,
             "dropped {kind} from {remote}: {detail}: {hex}",
-            kind=err.kind,
             remote=proto.remote,
             detail=err.detail,
             hex=err.data[:300].hex(),
         )
+        self._spend_budget(proto)
 
     def _bad_frame(self, proto: PileProtocol, frame: RawFrame, kind: str, detail: str) -> None:
         self.metrics.frame_error(kind)
-        self.log.warn(
+        assert proto.bad_log is not None
+        proto.bad_log.warn(
+            kind,
             "dropped frame 0x{ft} from {remote}: {detail}: {hex}",
             ft=_FT[frame.code],
             remote=proto.remote,
-            kind=kind,
             detail=detail,
             hex=frame.raw.hex(),
         )
+        if kind != "not_logged_in":  # policy, not bad input: the login timeout deals with it
+            self._spend_budget(proto)
+
+    def _spend_budget(self, proto: PileProtocol) -> None:
+        budget = proto.budget
+        if budget is None or not budget.spend(self.clock.seconds()) or proto.close_reason is not None:
+            return
+        self.metrics.limit_acted("error-budget")
+        self.log.warn(
+            "pile connection {remote} sent more than {budget} bad frames in a minute; closing",
+            remote=proto.remote,
+            budget=budget.budget,
+            piles=list(proto.sessions),
+        )
+        proto.close("abuse", abort=True)
+
+    def over_rate(self, proto: PileProtocol, frame: RawFrame) -> None:
+        """A frame over the link's ``--maxFrameRate``: counted and dropped."""
+        self.metrics.frame_error("rate")
+        self.metrics.limit_acted("frame-rate")
+        assert proto.bad_log is not None and proto.rate is not None
+        proto.bad_log.warn(
+            "rate",
+            "dropped frame 0x{ft} from {remote}: over {rate:g} frames/s per pile: {hex}",
+            ft=_FT[frame.code],
+            remote=proto.remote,
+            rate=proto.rate.rate,
+            hex=frame.raw.hex(),
+        )
+
+    def login_timed_out(self, proto: PileProtocol) -> None:
+        """No accepted login within ``--loginTimeout``: the link is closed."""
+        self.metrics.limit_acted("login-timeout")
+        self.log.info(
+            "pile connection {remote} has no accepted login after {timeout:g}s; closing",
+            remote=proto.remote,
+            timeout=self.config.login_timeout,
+            pending=list(proto.sessions),
+        )
+        proto.close("login-timeout", abort=True)
+
+    def slow_reader(self, proto: PileProtocol, queued: int) -> None:
+        """The pile stopped reading: over ``--maxOutputBuffer`` bytes wait for it."""
+        self.metrics.limit_acted("output-buffer")
+        self.log.warn(
+            "pile connection {remote} does not read: about {queued} bytes queued, over {limit}; closing",
+            remote=proto.remote,
+            queued=queued,
+            limit=self.config.max_output_buffer,
+            piles=list(proto.sessions),
+        )
+        proto.close("slow-reader", abort=True)
 
     def frame_received(self, proto: PileProtocol, frame: RawFrame) -> None:
         """One whole frame with a good CRC from ``proto``: decoded, then dispatched."""
         code = frame.code
         self._frames_in[_FT[code]] += 1
+        if not proto.accepted and code != LOGIN:
+            # Only a login is served before one is accepted on the link: not even decoded.
+            self._bad_frame(proto, frame, "not_logged_in", "no accepted login on this link")
+            return
         decode = self._uplink_decoders.get(code)
         if decode is None or frame.encrypted:
             self._not_plain_uplink(proto, frame)
@@ -193,6 +292,9 @@ class PileServerFactory(Factory):
     def login_received(self, proto: PileProtocol, frame: RawFrame, fields: dict[str, Any]) -> None:
         """A decoded 0x01: forwarded, then answered by itself or left pending."""
         pile_id = fields["id"]
+        if self.allow_list is not None and pile_id not in self.allow_list:
+            self._not_allowed(proto, frame, pile_id)
+            return
         session = self.registry.login(proto, pile_id, proto.last_seen)
         session.login = {k: v for k, v in fields.items() if k != "id"}
         session.last_request_seq[LOGIN] = frame.seq
@@ -205,6 +307,32 @@ class PileServerFactory(Factory):
             self.answer_login(session, True, frame.seq)
         else:
             self.registry.add_pending(session)
+
+    def _not_allowed(self, proto: PileProtocol, frame: RawFrame, pile_id: str) -> None:
+        """A login from an id not on the allow-list: 0x02 "failed", then the link closes."""
+        self.metrics.limit_acted("allow-list")
+        if pile_id not in self._refused_logged:
+            if len(self._refused_logged) < 100_000:
+                self._refused_logged.add(pile_id)
+            self.log.warn(
+                "login of pile {pile_id} from {remote} refused: not on the allow-list {path}",
+                pile_id=pile_id,
+                remote=proto.remote,
+                path=self.allow_list.path if self.allow_list is not None else "",
+            )
+        session = self.registry.login(proto, pile_id, proto.last_seen)
+        self.send(session, LOGIN_REPLY, {"id": pile_id, "result": False}, frame.seq)
+        self.registry.refuse(session)
+
+    def reload_allow_list(self) -> bool:
+        """Read the allow-list file again (call on SIGHUP); False if none or it failed.
+
+        Nobody is disconnected: a pile taken off the list is refused at its next login.
+        """
+        if self.allow_list is None or not self.allow_list.reload():
+            return False
+        self._refused_logged.clear()
+        return True
 
     def answer_login(self, session: PileSession, accepted: bool, seq: int | None = None) -> bytes:
         """Send 0x02; accept the login into the registry, or close the link if refused."""
