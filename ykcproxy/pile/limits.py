@@ -26,26 +26,30 @@ class FrameRate:
     """A token bucket: ``rate`` frames a second per logged-in pile, a second's worth of burst.
 
     A link with no logged-in pile gets the rate of one (it may only log in).
+    The connection calls :meth:`refill` once per read, takes a token from
+    ``tokens`` per frame, and leaves the rest there.
     """
 
-    __slots__ = ("rate", "_tokens", "_at")
+    __slots__ = ("rate", "tokens", "_at")
 
     def __init__(self, rate: float, now: float) -> None:
         self.rate = rate
-        self._tokens = rate
+        self.tokens = rate
         self._at = now
+
+    def refill(self, now: float, piles: int) -> float:
+        """Add the tokens earned since the last refill; return how many there are."""
+        rate = self.rate * (piles or 1)
+        tokens = self.tokens + (now - self._at) * rate
+        self._at = now
+        self.tokens = tokens = tokens if tokens < rate else rate
+        return tokens
 
     def allow(self, now: float, piles: int) -> bool:
         """Take one frame's token; False when the link is over its rate."""
-        rate = self.rate * (piles or 1)
-        tokens = self._tokens + (now - self._at) * rate
-        if tokens > rate:
-            tokens = rate
-        self._at = now
-        if tokens < 1.0:
-            self._tokens = tokens
+        if self.refill(now, piles) < 1.0:
             return False
-        self._tokens = tokens - 1.0
+        self.tokens -= 1.0
         return True
 
 

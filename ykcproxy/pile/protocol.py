@@ -164,11 +164,14 @@ class PileProtocol(Protocol):
         f = self.factory
         now = f.clock.seconds()
         rate = self.rate
+        tokens = rate.refill(now, self.accepted) if rate is not None else 0.0
         for item in items:
             if type(item) is RawFrame:
-                if rate is not None and not rate.allow(now, self.accepted):
-                    f.over_rate(self, item)
-                    continue
+                if rate is not None:
+                    if tokens < 1.0:
+                        f.over_rate(self, item)
+                        continue
+                    tokens -= 1.0
                 self.last_seen = now
                 if (
                     f.follow_crc_order
@@ -181,6 +184,8 @@ class PileProtocol(Protocol):
                 f.framing_error(self, item)  # type: ignore[arg-type]  # not narrowed by `type() is`
             if self.close_reason is not None:
                 break
+        if rate is not None:
+            rate.tokens = tokens
 
     # -- login timeout ----------------------------------------------------------
     def login_accepted(self) -> None:
