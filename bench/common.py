@@ -239,6 +239,9 @@ def start_proxy(
         "true",
         "--autoBillingModelVerify",
         "true",
+        # The load generators drive piles far faster than real ones: no per-pile frame-rate limit.
+        "--maxFrameRate",
+        "0",
         *options,
     ]
     if "--dataDir" not in options:

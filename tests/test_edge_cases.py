@@ -7,6 +7,7 @@ import sqlite3
 import attrs
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
@@ -177,11 +178,11 @@ class RecordsTable(TestCase):
     def test_rereceived_record_is_not_delivered_yet(self):
         outbox = SqliteOutbox(self.mktemp(), reactor)
         self.addCleanup(outbox.close)
-        record = Message("3b", PILE, f"{PILE}-3b-{TRADE}", b'{"copy": 1}')
+        record = Message("3b", PILE, f"{PILE}-3b-{TRADE}", b'{"copy": 1}', TRADE)
         key, committed = outbox.append(record, True)
         yield committed
         outbox.delivered(key, record)
-        again = Message("3b", PILE, f"{PILE}-3b-{TRADE}", b'{"copy": 2}')  # the pile resent it
+        again = Message("3b", PILE, f"{PILE}-3b-{TRADE}", b'{"copy": 2}', TRADE)  # the pile resent it
         _, committed = outbox.append(again, True)
         yield committed
         (row,) = yield outbox.record(TRADE)
@@ -236,9 +237,9 @@ class RecordsOnlyForDecodedTransactions(TestCase):
         self.addCleanup(outbox.close)
         _, committed = outbox.append(Message("3b", PILE, "abc-12", b"{}"))  # encrypted: no tradeSeq
         yield committed
-        _, committed = outbox.append(Message("3b", PILE, f"{PILE}-3b-{TRADE}", b"{}"))
+        _, committed = outbox.append(Message("3b", PILE, f"{PILE}-3b-{TRADE}", b"{}", TRADE))
         yield committed
-        _, committed = outbox.append(Message("3b", PILE, f"{PILE}-3b-{TRADE}", b"{}"), replay=True)
+        _, committed = outbox.append(Message("3b", PILE, f"{PILE}-3b-{TRADE}", b"{}", TRADE), replay=True)
         yield committed
         (record,) = yield outbox.record(TRADE)
         self.assertEqual(record["timesReceived"], 1)
@@ -270,3 +271,26 @@ class NothingCrossesTheDaemonFork(TestCase):
         proxy.startService()
         self.assertTrue(proxy.outbox._thread.is_alive())
         return proxy.stopService()
+
+
+class CorruptedFrameOnce(TestCase):
+    """One corrupted frame: one error, one count, one log line (it was crc, then garbage)."""
+
+    def test_one_error_one_count_one_line(self):
+        rig = Rig(auto_verification=True)
+        proto, transport = rig.connect()
+        rig.send(proto, 0x01, example(0x01, PILE))
+        transport.clear()
+        body = CODEC.encode_body(0x03, CODEC.check(0x03, example(0x03, PILE)))
+        good = encode_frame(0x03, 7, body)
+        bad = bytearray(good)
+        bad[6] ^= 0x10
+        with capturedLogs() as events:
+            proto.dataReceived(bytes(bad) + good)
+        dropped = [e for e in events if e.get("log_format", "").startswith("dropped")]
+        self.assertEqual([e["kind"] for e in dropped], ["crc"])
+        text = rig.factory.metrics.render().decode()
+        self.assertIn('ykc_frame_errors_total{kind="crc"} 1.0', text)
+        self.assertNotIn('kind="garbage"', text)
+        (reply,) = rig.replies(transport)
+        self.assertEqual((reply.code, reply.seq), (0x04, 7))

@@ -80,6 +80,73 @@ class FramerTests(TestCase):
         self.assertEqual([i.kind for i in items if isinstance(i, FramingError)][:1], ["crc"])
         self.assertEqual([f.raw for f in frames_of(items)], [SAMPLE_02])
 
+    def test_corrupted_frame_is_one_error(self):
+        """Its bytes, reported in the crc error, are not reported again as garbage."""
+        bad = bytearray(SAMPLE_02)
+        bad[5] ^= 1
+        items = Framer().feed(bytes(bad) + SAMPLE_02)
+        errors = [i for i in items if isinstance(i, FramingError)]
+        self.assertEqual([(e.kind, e.data) for e in errors], [("crc", bytes(bad))])
+        self.assertEqual([f.raw for f in frames_of(items)], [SAMPLE_02])
+
+    def test_candidates_inside_a_bad_frame_fold_into_it(self):
+        """False starts and bad length bytes inside the bad frame are not reported either."""
+        inner = b"\x68\x02\x00\x68\x05\x01\x02\x03\x04\x05\x06\x07\x08\x68"
+        bad = encode_frame(0x13, 1, inner + b"\x00" * 10)
+        bad = bad[:-1] + bytes([bad[-1] ^ 0xFF])
+        items = Framer().feed(bad + SAMPLE_02)
+        self.assertEqual([i.kind for i in items if isinstance(i, FramingError)], ["crc"])
+        self.assertEqual([f.raw for f in frames_of(items)], [SAMPLE_02])
+
+    def test_valid_frame_inside_a_bad_frame_is_delivered(self):
+        """A false start whose length covers a real frame: one crc error, and the frame."""
+        false_start = b"\x68\x20"
+        tail = b"\x00" * (0x20 + 4 - len(false_start) - len(SAMPLE_02))
+        items = Framer().feed(false_start + SAMPLE_02 + tail + SAMPLE_02)
+        errors = [i for i in items if isinstance(i, FramingError)]
+        self.assertEqual([e.kind for e in errors], ["crc"])
+        self.assertEqual(len(errors[0].data), 0x20 + 4)
+        self.assertEqual([f.raw for f in frames_of(items)], [SAMPLE_02, SAMPLE_02])
+
+    def test_garbage_past_a_bad_frame_is_still_reported(self):
+        bad = bytearray(SAMPLE_02)
+        bad[5] ^= 1
+        framer = Framer()
+        items = framer.feed(bytes(bad[:10]))
+        items += framer.feed(bytes(bad[10:]) + b"\x01\x02")
+        items += framer.feed(SAMPLE_02)
+        errors = [(i.kind, i.data) for i in items if isinstance(i, FramingError)]
+        self.assertEqual(errors, [("crc", bytes(bad)), ("garbage", b"\x01\x02")])
+        self.assertEqual([f.raw for f in frames_of(items)], [SAMPLE_02])
+
+    def test_coverage_survives_feeds_and_stalls(self):
+        """Bytes covered by a crc error are not reported again after a split or a stall."""
+        bad = bytearray(SAMPLE_02)
+        bad[5] ^= 1
+        # A false start inside the bad frame claims more bytes than arrive: a stall.
+        bad[8] = 0x68
+        bad[9] = 0xF0
+        framer = Framer()
+        items = framer.feed(bytes(bad))
+        while framer.pending:
+            items += framer.resync()
+        self.assertEqual([i.kind for i in items if isinstance(i, FramingError)], ["crc"])
+        items = framer.feed(SAMPLE_02)
+        self.assertEqual([f.raw for f in frames_of(items)], [SAMPLE_02])
+
+    @given(st.binary(max_size=400))
+    @settings(max_examples=300, deadline=None)
+    def test_no_byte_reported_twice(self, noise):
+        """However bytes fail, no byte is in two errors (a length error's 2 bytes aside)."""
+        stream = noise + SAMPLE_02 * 30
+        framer = Framer()
+        items = framer.feed(stream)
+        while framer.pending:
+            items += framer.resync()
+        reported = sum(len(i.data) for i in items if isinstance(i, FramingError) and i.kind != "length")
+        self.assertLessEqual(reported, len(stream))
+        self.assertEqual([f.raw for f in frames_of(items)][-24:], [SAMPLE_02] * 24)
+
     @given(frames_st, st.data())
     @settings(max_examples=200, deadline=None)
     def test_random_splits(self, specs, data):

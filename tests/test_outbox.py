@@ -58,7 +58,7 @@ class OutboxStore(TestCase):
         """A burst is one transaction; a message delivered before its commit is never written."""
         outbox = SqliteOutbox(self.mktemp(), reactor)
         self.addCleanup(outbox.close)
-        record = Message("3b", "p1", "p1-3b-" + "5" * 32, b"{}")
+        record = Message("3b", "p1", "p1-3b-" + "5" * 32, b"{}", "5" * 32)
         for i in range(1000):
             key, _ = outbox.append(Message("13", "p1", f"m{i}", b"{}"), confirm=False)
             outbox.delivered(key)
@@ -124,7 +124,7 @@ class OutboxStore(TestCase):
     def test_survives_reopen_and_keys_continue(self):
         path = self.mktemp()
         outbox = SqliteOutbox(path, reactor)
-        key, committed = outbox.append(Message("3b", "p1", "p1-3b-" + "1" * 32, b"{}"))
+        key, committed = outbox.append(Message("3b", "p1", "p1-3b-" + "1" * 32, b"{}", "1" * 32))
         yield committed
         yield outbox.close()
         again = SqliteOutbox(path, reactor)
@@ -157,8 +157,8 @@ class OutboxStore(TestCase):
     def test_purge_keeps_undelivered_records(self):
         outbox = SqliteOutbox(self.mktemp(), reactor, retention=0.0)
         self.addCleanup(outbox.close)
-        a = Message("3b", "p1", "p1-3b-" + "1" * 32, b"{}")
-        b = Message("3b", "p1", "p1-3b-" + "2" * 32, b"{}")
+        a = Message("3b", "p1", "p1-3b-" + "1" * 32, b"{}", "1" * 32)
+        b = Message("3b", "p1", "p1-3b-" + "2" * 32, b"{}", "2" * 32)
         ka, _ = outbox.append(a)
         kb, committed = outbox.append(b)
         yield committed

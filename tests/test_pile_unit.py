@@ -249,6 +249,17 @@ class Answers(TestCase):
         others = [m.message_id for m in rig.publisher.messages if m.ft != "3b"]
         self.assertEqual(len(set(others)), len(others))
 
+    def test_record_carries_its_trade_seq(self):
+        """The outbox files a 0x3B by ``Message.trade_seq``, not by parsing its message id."""
+        rig = Rig(auto_verification=True)
+        proto, _ = rig.connect()
+        rig.send(proto, 0x01, example(0x01, PILE))
+        rig.send(proto, 0x3B, example(0x3B, PILE), seq=1)
+        rig.send(proto, 0x03, example(0x03, PILE))
+        trade = example(0x3B, PILE)["tradeSeq"]
+        self.assertEqual({m.ft: m.trade_seq for m in rig.publisher.messages}["3b"], trade)
+        self.assertEqual([m.trade_seq for m in rig.publisher.messages if m.ft != "3b"], [None] * 3)
+
     def test_time_sync_after_login_and_daily(self):
         rig = Rig(auto_verification=True, auto_time_sync=True)
         proto, transport = rig.connect()
@@ -260,6 +271,23 @@ class Answers(TestCase):
         (sync,) = rig.replies(transport)
         self.assertEqual(sync.code, 0x56)
         self.assertEqual(CODEC.decode_body(0x56, sync.body)["time"], int(rig.clock.seconds()) * 1000)
+
+
+class DispatchTable(TestCase):
+    def test_a_new_behaviour_is_one_table_entry(self):
+        rig = Rig(auto_verification=True)
+        seen: list[str] = []
+
+        def card(policy: Any, session: Any, frame: RawFrame, fields: dict[str, Any]) -> bool:
+            seen.append(fields["physicalCard"])
+            return False  # handled here: not forwarded
+
+        rig.factory._handlers[0x41] = card
+        proto, _ = rig.connect()
+        rig.send(proto, 0x01, example(0x01, PILE))
+        rig.send(proto, 0x41, example(0x41, PILE))
+        self.assertEqual(seen, [example(0x41, PILE)["physicalCard"]])
+        self.assertNotIn("41", rig.publisher.kinds())
 
 
 class Sessions(TestCase):

@@ -50,6 +50,13 @@ class ProxyConfig:
     tcp_port: int
     pile_endpoint: str
     listen_backlog: int
+    login_timeout: float
+    max_connections: int
+    max_connections_per_address: int
+    max_frame_rate: float
+    error_budget: int
+    max_output_buffer: int
+    allow_list: str
     heartbeat_interval: float
     heartbeat_misses: int
     crc_mode: CrcMode

@@ -74,9 +74,18 @@ class Metrics:
             "ykc_frame_errors", "Frames or bytes dropped from piles, by kind", "kind"
         )
         self.forward_ok = tallies.tally("ykc_forward_ok", "Messages delivered to the consumer", "ft")
+        self.limit_actions = tallies.tally(
+            "ykc_pile_limit_actions",
+            "Times a pile port limit acted (refused, dropped or closed), by limit",
+            "limit",
+        )
+        self.connections_closed = tallies.tally(
+            "ykc_pile_connections_closed", "Pile connections closed, by reason", "reason"
+        )
         r.register(tallies)  # type: ignore[arg-type]
         self.connections = Gauge("ykc_connections", "Open pile TCP connections", registry=r)
         self.piles = Gauge("ykc_piles_online", "Piles with an accepted login", registry=r)
+        self.pending_logins = Gauge("ykc_pending_logins", "Logins waiting for an answer", registry=r)
         self.forward_failed = Counter(
             "ykc_forward_failed", "Delivery attempts that failed (retried later)", registry=r
         )
@@ -103,6 +112,10 @@ class Metrics:
     def frame_error(self, kind: str) -> None:
         """Count one dropped frame or run of bytes."""
         self.frame_errors[kind] += 1
+
+    def limit_acted(self, limit: str) -> None:
+        """Count one action of a pile port limit (``max-connections``, ``login-timeout``...)."""
+        self.limit_actions[limit] += 1
 
     def delivered(self, ft: str, latency: float) -> None:
         """Count one delivered message."""

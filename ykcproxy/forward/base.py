@@ -16,12 +16,16 @@ class Message(NamedTuple):
     the NATS subject.  An immutable NamedTuple rather than a frozen attrs
     class: one is built per forwarded frame, and a frozen attrs instance costs
     2.7 times as much to build (0.55 µs against 0.2 µs here).
+
+    ``trade_seq`` is the tradeSeq of a decoded 0x3B transaction record (the
+    outbox keeps those records by it), None for every other message.
     """
 
     ft: str
     pile_id: str
     message_id: str
     payload: bytes
+    trade_seq: str | None = None
 
 
 class PublishError(Exception):

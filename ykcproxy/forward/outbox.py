@@ -77,11 +77,6 @@ UPSERT_RECORD = (
 MARK_DELIVERED = "UPDATE records SET delivered = ? WHERE message_id = ? AND pile_id = ?"
 
 
-def is_record(message: Message) -> bool:
-    """Whether ``message`` is a decoded 0x3B (its id is ``<pile>-3b-<tradeSeq>``)."""
-    return message.ft == "3b" and "-3b-" in message.message_id
-
-
 class SqliteOutbox:
     """A :class:`~ykcproxy.forward.delivery.Store` on SQLite, with its own writer thread.
 
@@ -354,9 +349,8 @@ class SqliteOutbox:
         now = time.time()
         row = (key, message.pile_id, message.ft, message.message_id, message.payload, now)
         record = None
-        if is_record(message) and not replay:
-            trade_seq = message.message_id.rsplit("-", 1)[-1]
-            record = (trade_seq, message.pile_id, message.message_id, message.payload, now)
+        if message.trade_seq is not None and not replay:
+            record = (message.trade_seq, message.pile_id, message.message_id, message.payload, now)
         d: Deferred[None] | None = Deferred() if confirm else None
         self._put(("i", key, row, record, time.monotonic(), d), urgent=confirm)
         return key, d
@@ -364,7 +358,8 @@ class SqliteOutbox:
     def delivered(self, key: int, message: Message | None = None) -> None:
         """Queue the delete of a delivered message (and note a record's delivery)."""
         mark = None
-        if message is not None and is_record(message):
+        if message is not None and message.ft == "3b":
+            # Also a 0x3B recovered from the table (no trade_seq): its record row, if any, has its id.
             mark = (time.time(), message.message_id, message.pile_id)
         self._put(("d", key, mark))
 

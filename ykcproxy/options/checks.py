@@ -124,6 +124,13 @@ def derive(values: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
         for name in STANDALONE_ANSWERS:
             if name not in explicit:
                 values[name] = True
+    if values["allowList"]:
+        from ykcproxy.pile.allowlist import AllowList, AllowListError
+
+        try:
+            AllowList.load(values["allowList"])
+        except AllowListError as e:
+            raise SettingsError(f"--allowList: {e}") from None
     for name in ("pileEndpoint", "apiEndpoint"):
         if values[name]:
             _check_endpoint(name, values[name])

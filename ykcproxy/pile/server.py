@@ -1,25 +1,35 @@
-"""The pile-side policy: logins, auto answers, forwarding, sessions.
+"""The pile-side policy: what comes in, what is served, what goes out.
 
 :class:`PileServerFactory` is the Factory of :class:`PileProtocol`; every
-whole frame a connection reads comes here.  This module is the one place
-that decides what the proxy does with a frame.
+whole frame a connection reads comes here.  The decisions live apart:
+
+- session lifecycle (pending, accepted, replaced, silent, shutdown):
+  :class:`~ykcproxy.pile.registry.Registry`;
+- what each frame type does (auto answers, state kept):
+  :data:`ykcproxy.pile.dispatch.HANDLERS`;
+- the message a consumer gets (header, message ids, online/offline):
+  :class:`~ykcproxy.forward.envelope.Envelope`;
+- the limits of the pile port: the measures in :mod:`ykcproxy.pile.limits`,
+  the allow-list in :mod:`ykcproxy.pile.allowlist`; this class acts on them
+  (refuse, drop, close), counts it (``ykc_pile_limit_actions``) and logs it.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from ykcproxy.config import CrcMode, ProxyConfig
-from ykcproxy.forward.base import Message
 from ykcproxy.forward.delivery import Delivery
-from ykcproxy.jsonenc import dumps
+from ykcproxy.forward.envelope import Envelope
 from ykcproxy.metrics import Metrics
+from ykcproxy.pile.allowlist import AllowList
+from ykcproxy.pile.dispatch import HANDLERS, LOGIN, LOGIN_REPLY, TIME_SYNC, TRANSACTION_CONFIRM, Handler
+from ykcproxy.pile.limits import ThrottledLog
 from ykcproxy.pile.protocol import PileProtocol
 from ykcproxy.pile.registry import Registry
 from ykcproxy.pile.session import PileSession
@@ -29,12 +39,6 @@ from ykcproxy.wire.crc import CrcOrder
 from ykcproxy.wire.framer import FramingError, RawFrame
 from ykcproxy.wire.frames import Direction
 
-LOGIN, LOGIN_REPLY = 0x01, 0x02
-HEARTBEAT, HEARTBEAT_REPLY = 0x03, 0x04
-BILLING_VERIFY, BILLING_VERIFY_REPLY = 0x05, 0x06
-REALTIME = 0x13
-TRANSACTION, TRANSACTION_CONFIRM = 0x3B, 0x40
-TIME_SYNC = 0x56
 DAY = 86400.0
 
 _FT = [f"{code:02x}" for code in range(256)]
@@ -54,19 +58,22 @@ class PileServerFactory(Factory):
         forward: Delivery | None,
         metrics: Metrics | None = None,
         codec: Codec | None = None,
+        allow_list: AllowList | None = None,
     ) -> None:
+        """``allow_list`` defaults to the file ``config.allow_list`` names (none if empty)."""
         self.config = config
         self.clock = clock
         self.forward = forward
         self.metrics = metrics or Metrics()
         self.codec = codec or Codec()
-        self.registry = Registry()
+        self.envelope = Envelope(clock)
+        self.registry = Registry(on_online=self._online, on_offline=self._offline)
         self.waiters = ReplyWaiters()
         self._waiting = self.waiters.by_pile  # tested per frame: a dict, not a method call
-        self.connections: set[PileProtocol] = set()
-        self.boot_id = os.urandom(6).hex()
+        self.connections = self.registry.connections
         self.paused = False
-        self._counter = 0
+        #: Frame type → its handler beyond the common path (see :mod:`ykcproxy.pile.dispatch`).
+        self._handlers: dict[int, Handler] = dict(HANDLERS)
         self.initial_crc_order = (
             CrcOrder.HIGH_FIRST if config.crc_mode is CrcMode.HIGH_FIRST else CrcOrder.LOW_FIRST
         )
@@ -84,6 +91,15 @@ class PileServerFactory(Factory):
         self.auto_confirm = config.auto_transaction_record_confirm and forward is not None
         self.metrics.gauge_function(self.metrics.connections, lambda: len(self.connections))
         self.metrics.gauge_function(self.metrics.piles, lambda: len(self.registry))
+        self.metrics.gauge_function(self.metrics.pending_logins, lambda: self.registry.pending_count)
+        if allow_list is None and config.allow_list:
+            allow_list = AllowList.load(config.allow_list)
+        #: The pile ids allowed to log in (None: any); ``allow_list.reload()`` on SIGHUP.
+        self.allow_list = allow_list
+        #: Piles refused by the allow-list and logged already (each is logged once).
+        self._refused_logged: set[str] = set()
+        #: Connections refused by the connection limits (logged rate-limited).
+        self._refusals = ThrottledLog(clock, self.log, "the pile port")
 
     # -- connections -------------------------------------------------------------
     def pause_reading(self, paused: bool) -> None:
@@ -92,77 +108,139 @@ class PileServerFactory(Factory):
         for proto in self.connections:
             proto.pause(paused)
 
+    def buildProtocol(self, addr: IAddress) -> PileProtocol | None:  # type: ignore[override]
+        """A new connection, unless it is over ``--maxConnections`` (per address)."""
+        host = str(getattr(addr, "host", "?"))
+        config = self.config
+        limit = None
+        if config.max_connections > 0 and len(self.registry.connections) >= config.max_connections:
+            limit, count = "max-connections", config.max_connections
+        elif (
+            config.max_connections_per_address > 0
+            and self.registry.per_host.get(host, 0) >= config.max_connections_per_address
+        ):
+            limit, count = "max-connections-per-address", config.max_connections_per_address
+        if limit is None:
+            return super().buildProtocol(addr)  # type: ignore[return-value]
+        self.metrics.limit_acted(limit)
+        self._refusals.warn(
+            limit,
+            "refused a pile connection from {host}: {count} connections already ({kind})",
+            host=host,
+            count=count,
+        )
+        return None
+
     def connection_made(self, proto: PileProtocol) -> None:
         """A pile connected (nothing is known of it until it logs in)."""
-        self.connections.add(proto)
+        self.registry.connection_made(proto)
         if self.paused:
             proto.pause(True)
         self.log.debug("pile connection from {remote}", remote=proto.remote)
 
     def connection_lost(self, proto: PileProtocol, reason: str) -> None:
         """A connection closed: its piles go offline with ``reason``."""
-        self.connections.discard(proto)
-        for session in list(proto.sessions.values()):
-            self._drop_session(session, reason)
+        self.registry.connection_lost(proto, reason)
+        self.metrics.connections_closed[reason] += 1
         self.log.info("pile connection {remote} closed ({reason})", remote=proto.remote, reason=reason)
 
     def expire_silent_piles(self, proto: PileProtocol, now: float, floor: float) -> float:
         """Take offline the piles of a shared link that fell silent while others talk.
 
-        A pile counts as heard at ``floor`` at the latest (when reading resumed
-        after a pause).  Returns the seconds until the next of them could time out.
+        Returns the seconds until the next of them could time out.
         """
-        timeout = self.config.silence_timeout
-        next_check = timeout
-        for session in list(proto.sessions.values()):
-            idle = now - max(session.last_seen, floor)
-            if idle < timeout:
-                next_check = min(next_check, timeout - idle)
-                continue
-            self.log.info(
-                "pile {pile_id} silent for {idle:.0f}s on {remote}, which other piles still use; "
-                "taking it offline",
-                pile_id=session.pile_id,
-                idle=idle,
-                remote=proto.remote,
-            )
-            self._drop_session(session, "timeout")
-        return next_check
+        return self.registry.expire_silent(proto.sessions.values(), now, floor, self.config.silence_timeout)
 
     def close_all(self, reason: str = "shutdown") -> None:
         """Take every pile offline with ``reason`` and close the connections."""
-        for proto in list(self.connections):
-            for session in list(proto.sessions.values()):
-                self._drop_session(session, reason)
-            proto.close(reason)
+        self.registry.close_all(reason)
 
     # -- input ----------------------------------------------------------------------
     def framing_error(self, proto: PileProtocol, err: FramingError) -> None:
-        """Bytes that are no frame: logged with their hex, counted, dropped."""
+        """Bytes that are no frame: counted, logged (rate-limited) with their hex, dropped."""
         self.metrics.frame_error(err.kind)
-        self.log.warn(
+        assert proto.bad_log is not None
+        proto.bad_log.warn(
+            err.kind,
             "dropped {kind} from {remote}: {detail}: {hex}",
-            kind=err.kind,
             remote=proto.remote,
             detail=err.detail,
             hex=err.data[:300].hex(),
         )
+        self._spend_budget(proto)
 
     def _bad_frame(self, proto: PileProtocol, frame: RawFrame, kind: str, detail: str) -> None:
         self.metrics.frame_error(kind)
-        self.log.warn(
+        assert proto.bad_log is not None
+        proto.bad_log.warn(
+            kind,
             "dropped frame 0x{ft} from {remote}: {detail}: {hex}",
             ft=_FT[frame.code],
             remote=proto.remote,
-            kind=kind,
             detail=detail,
             hex=frame.raw.hex(),
         )
+        if kind != "not_logged_in":  # policy, not bad input: the login timeout deals with it
+            self._spend_budget(proto)
+
+    def _spend_budget(self, proto: PileProtocol) -> None:
+        budget = proto.budget
+        if budget is None or not budget.spend(self.clock.seconds()) or proto.close_reason is not None:
+            return
+        self.metrics.limit_acted("error-budget")
+        self.log.warn(
+            "pile connection {remote} sent more than {budget} bad frames in a minute; closing",
+            remote=proto.remote,
+            budget=budget.budget,
+            piles=list(proto.sessions),
+        )
+        proto.close("abuse", abort=True)
+
+    def over_rate(self, proto: PileProtocol, frame: RawFrame) -> None:
+        """A frame over the link's ``--maxFrameRate``: counted and dropped."""
+        self.metrics.frame_error("rate")
+        self.metrics.limit_acted("frame-rate")
+        assert proto.bad_log is not None and proto.rate is not None
+        proto.bad_log.warn(
+            "rate",
+            "dropped frame 0x{ft} from {remote}: over {rate:g} frames/s per pile: {hex}",
+            ft=_FT[frame.code],
+            remote=proto.remote,
+            rate=proto.rate.rate,
+            hex=frame.raw.hex(),
+        )
+
+    def login_timed_out(self, proto: PileProtocol) -> None:
+        """No accepted login within ``--loginTimeout``: the link is closed."""
+        self.metrics.limit_acted("login-timeout")
+        self.log.info(
+            "pile connection {remote} has no accepted login after {timeout:g}s; closing",
+            remote=proto.remote,
+            timeout=self.config.login_timeout,
+            pending=list(proto.sessions),
+        )
+        proto.close("login-timeout", abort=True)
+
+    def slow_reader(self, proto: PileProtocol, queued: int) -> None:
+        """The pile stopped reading: over ``--maxOutputBuffer`` bytes wait for it."""
+        self.metrics.limit_acted("output-buffer")
+        self.log.warn(
+            "pile connection {remote} does not read: about {queued} bytes queued, over {limit}; closing",
+            remote=proto.remote,
+            queued=queued,
+            limit=self.config.max_output_buffer,
+            piles=list(proto.sessions),
+        )
+        proto.close("slow-reader", abort=True)
 
     def frame_received(self, proto: PileProtocol, frame: RawFrame) -> None:
-        """One whole frame with a good CRC from ``proto``."""
+        """One whole frame with a good CRC from ``proto``: decoded, then dispatched."""
         code = frame.code
         self._frames_in[_FT[code]] += 1
+        if not proto.accepted and code != LOGIN:
+            # Only a login is served before one is accepted on the link: not even decoded.
+            self._bad_frame(proto, frame, "not_logged_in", "no accepted login on this link")
+            return
         decode = self._uplink_decoders.get(code)
         if decode is None or frame.encrypted:
             self._not_plain_uplink(proto, frame)
@@ -173,41 +251,23 @@ class PileServerFactory(Factory):
             self._bad_frame(proto, frame, "decode", str(e))
             return
         pile_id = fields["id"]
-        session = proto.sessions.get(pile_id)
         if code == LOGIN:
-            self._login(proto, session, frame, fields)
+            self.login_received(proto, frame, fields)
             return
+        session = proto.sessions.get(pile_id)
         if session is None or not session.logged_in:
             self._bad_frame(proto, frame, "not_logged_in", f"pile {pile_id} has no accepted login here")
             return
         session.last_seen = proto.last_seen
         if code in self.requests:
             session.last_request_seq[code] = frame.seq
-        if code == HEARTBEAT:
-            session.guns.setdefault(fields["gun"], {})["gunStatus"] = fields["gunStatus"]
-            if self.config.auto_heartbeat_response:
-                self.send(
-                    session, HEARTBEAT_REPLY, {"id": pile_id, "gun": fields["gun"], "response": 0}, frame.seq
-                )
-        elif code == REALTIME:
-            gun = session.guns.setdefault(fields["gunId"], {})
-            gun["status"] = fields["status"]
-            gun["plugged"] = fields["plugged"]
-            gun["tradeSeq"] = fields["tradeSeq"]
-        elif code == BILLING_VERIFY and self.config.auto_billing_model_verify:
-            answer = {"id": pile_id, "billingModelCode": fields["billingModelCode"], "result": True}
-            self.send(session, BILLING_VERIFY_REPLY, answer, frame.seq)
-        elif code == TRANSACTION:
-            session.remember_trade(fields["tradeSeq"], frame.seq)
-            if self.forward is not None:
-                message_id = f"{pile_id}-3b-{fields['tradeSeq']}"
-                message = self._message(frame, pile_id, fields, message_id=message_id)
-                self._forward_transaction(pile_id, fields["tradeSeq"], frame.seq, message)
+        handler = self._handlers.get(code)
+        if handler is not None and not handler(self, session, frame, fields):
             return
         if self._waiting and code in self.replies:
             self.waiters.deliver(pile_id, code, fields)
         if self.forward is not None:
-            self.forward.submit(self._message(frame, pile_id, fields))
+            self.forward.submit(self.envelope.frame(frame, pile_id, fields))
 
     def _not_plain_uplink(self, proto: PileProtocol, frame: RawFrame) -> None:
         """Frames that are not plain pile→platform frames of V1.6 (the rare path)."""
@@ -226,29 +286,53 @@ class PileServerFactory(Factory):
             return
         if self.forward is not None:
             fields = {"id": piles[0], "body": frame.body.hex()}
-            self.forward.submit(self._message(frame, piles[0], fields))
+            self.forward.submit(self.envelope.frame(frame, piles[0], fields))
 
     # -- login ------------------------------------------------------------------------
-    def _login(
-        self, proto: PileProtocol, session: PileSession | None, frame: RawFrame, fields: dict[str, Any]
-    ) -> None:
+    def login_received(self, proto: PileProtocol, frame: RawFrame, fields: dict[str, Any]) -> None:
+        """A decoded 0x01: forwarded, then answered by itself or left pending."""
         pile_id = fields["id"]
-        if session is None:
-            now = proto.last_seen
-            session = PileSession(pile_id, proto, connected_at=now, last_seen=now)
-            proto.sessions[pile_id] = session
+        if self.allow_list is not None and pile_id not in self.allow_list:
+            self._not_allowed(proto, frame, pile_id)
+            return
+        session = self.registry.login(proto, pile_id, proto.last_seen)
         session.login = {k: v for k, v in fields.items() if k != "id"}
-        session.last_seen = proto.last_seen
         session.last_request_seq[LOGIN] = frame.seq
         self.log.info(
             "login of pile {pile_id} from {remote}", pile_id=pile_id, remote=proto.remote, login=session.login
         )
         if self.forward is not None:
-            self.forward.submit(self._message(frame, pile_id, fields))
+            self.forward.submit(self.envelope.frame(frame, pile_id, fields))
         if self.config.auto_verification:
             self.answer_login(session, True, frame.seq)
         else:
             self.registry.add_pending(session)
+
+    def _not_allowed(self, proto: PileProtocol, frame: RawFrame, pile_id: str) -> None:
+        """A login from an id not on the allow-list: 0x02 "failed", then the link closes."""
+        self.metrics.limit_acted("allow-list")
+        if pile_id not in self._refused_logged:
+            if len(self._refused_logged) < 100_000:
+                self._refused_logged.add(pile_id)
+            self.log.warn(
+                "login of pile {pile_id} from {remote} refused: not on the allow-list {path}",
+                pile_id=pile_id,
+                remote=proto.remote,
+                path=self.allow_list.path if self.allow_list is not None else "",
+            )
+        session = self.registry.login(proto, pile_id, proto.last_seen)
+        self.send(session, LOGIN_REPLY, {"id": pile_id, "result": False}, frame.seq)
+        self.registry.refuse(session)
+
+    def reload_allow_list(self) -> bool:
+        """Read the allow-list file again (call on SIGHUP); False if none or it failed.
+
+        Nobody is disconnected: a pile taken off the list is refused at its next login.
+        """
+        if self.allow_list is None or not self.allow_list.reload():
+            return False
+        self._refused_logged.clear()
+        return True
 
     def answer_login(self, session: PileSession, accepted: bool, seq: int | None = None) -> bytes:
         """Send 0x02; accept the login into the registry, or close the link if refused."""
@@ -258,43 +342,19 @@ class PileServerFactory(Factory):
             seq = session.reply_seq(LOGIN)
         frame = self.send(session, LOGIN_REPLY, {"id": session.pile_id, "result": accepted}, seq)
         if accepted:
-            self._accept(session)
+            if self.registry.accept(session) and self.config.auto_time_sync:
+                self._time_sync(session)
         else:
             self.log.info("login of pile {pile_id} refused; closing", pile_id=session.pile_id)
-            self._drop_session(session, "closed")
-            if not session.connection.sessions:
-                session.connection.close("closed")
+            self.registry.refuse(session)
         return frame
 
-    def _accept(self, session: PileSession) -> None:
-        if session.logged_in and self.registry.get(session.pile_id) is session:
-            return
-        old = self.registry.accept(session)
-        if old is not None:
-            self.log.info(
-                "pile {pile_id} logged in again from {remote}; replacing {old}",
-                pile_id=session.pile_id,
-                remote=session.connection.remote,
-                old=old.connection.remote,
-            )
-            self._drop_session(old, "replaced", was_registered=True)
+    def _online(self, session: PileSession) -> None:
         self._event("online", session.pile_id, {"remote": session.connection.remote})
-        if self.config.auto_time_sync:
-            self._time_sync(session)
 
-    def _drop_session(self, session: PileSession, reason: str, was_registered: bool = False) -> None:
-        proto = session.connection
-        if proto.sessions.get(session.pile_id) is session:
-            del proto.sessions[session.pile_id]
-        if session.time_sync is not None and session.time_sync.active():
-            session.time_sync.cancel()
-        session.time_sync = None
-        if self.registry.discard(session) or was_registered:
-            session.logged_in = False
-            self._event("offline", session.pile_id, {"remote": proto.remote, "reason": reason})
-            self.waiters.fail_pile(session.pile_id, f"pile {session.pile_id} went offline ({reason})")
-        if reason == "replaced" and not proto.sessions:
-            proto.close("replaced")
+    def _offline(self, session: PileSession, reason: str) -> None:
+        self._event("offline", session.pile_id, {"remote": session.connection.remote, "reason": reason})
+        self.waiters.fail_pile(session.pile_id, f"pile {session.pile_id} went offline ({reason})")
 
     def _time_sync(self, session: PileSession) -> None:
         if self.registry.get(session.pile_id) is not session:
@@ -302,33 +362,6 @@ class PileServerFactory(Factory):
         now_ms = int(self.clock.seconds() * 1000)
         self.send(session, TIME_SYNC, {"id": session.pile_id, "time": now_ms})
         session.time_sync = self.clock.callLater(DAY, self._time_sync, session)
-
-    # -- transactions ---------------------------------------------------------------
-    def _forward_transaction(self, pile_id: str, trade_seq: str, seq: int, message: Message) -> None:
-        assert self.forward is not None
-        if not self.auto_confirm:
-            self.forward.submit(message)
-            return
-        safe = self.forward.submit(message, confirm=True)
-        assert safe is not None
-
-        def confirm(_: object) -> None:
-            session = self.registry.get(pile_id)
-            reply_seq = session.trade_seqs.get(trade_seq) if session is not None else None
-            if session is None or reply_seq is None:
-                # Gone, or logged in again on a link that has not sent this record: a
-                # 0x40 there would carry a seq of the old link. The pile sends it again.
-                self.log.info(
-                    "record {trade_seq} of pile {pile_id} is stored, but not on its current link; "
-                    "it will send it again",
-                    trade_seq=trade_seq,
-                    pile_id=pile_id,
-                )
-                return
-            self.send(session, TRANSACTION_CONFIRM, {"tradeSeq": trade_seq, "result": 0}, reply_seq)
-
-        safe.addCallback(confirm)
-        safe.addErrback(lambda f: self.log.failure("storing record {t}", f, t=trade_seq))
 
     # -- output ----------------------------------------------------------------------
     def send(
@@ -362,33 +395,7 @@ class PileServerFactory(Factory):
         return seq, self.send(session, code, fields, seq)
 
     # -- messages for consumers ---------------------------------------------------
-    def next_message_id(self) -> str:
-        """A message id unique across this process and its restarts."""
-        self._counter += 1
-        return f"{self.boot_id}-{self._counter:x}"
-
-    def _message(
-        self, frame: RawFrame, pile_id: str, fields: dict[str, Any], message_id: str | None = None
-    ) -> Message:
-        ft = _FT[frame.code]
-        mid = message_id or self.next_message_id()
-        header = {
-            "length": frame.raw[1],
-            "seq": frame.seq,
-            "encrypted": frame.encrypted,
-            "frameId": ft,
-            "messageId": mid,
-            "receivedAt": int(self.clock.seconds() * 1000),
-            "raw": frame.raw.hex(),
-        }
-        payload = dumps({"header": header, **fields})
-        return Message(ft, pile_id, mid, payload)
-
     def _event(self, kind: str, pile_id: str, extra: dict[str, Any]) -> None:
         self.log.info("pile {pile_id} {kind}", pile_id=pile_id, kind=kind, **extra)
-        if self.forward is None:
-            return
-        mid = self.next_message_id()
-        header = {"frameId": kind, "messageId": mid, "receivedAt": int(self.clock.seconds() * 1000)}
-        payload = dumps({"header": header, "id": pile_id, **extra})
-        self.forward.submit(Message(kind, pile_id, mid, payload))
+        if self.forward is not None:
+            self.forward.submit(self.envelope.event(kind, pile_id, extra))

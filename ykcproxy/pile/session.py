@@ -28,6 +28,8 @@ class PileSession:
     connected_at: float
     last_seen: float
     logged_in: bool = False
+    #: When its latest login (0x01) arrived (clock seconds).
+    login_at: float = 0.0
     login: dict[str, Any] = attrs.field(factory=dict)
     #: Frame type code → seq of the latest request of that type from the pile.
     last_request_seq: dict[int, int] = attrs.field(factory=dict)

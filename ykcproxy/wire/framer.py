@@ -5,6 +5,11 @@ length byte (4..255), waits until the whole frame is there and checks the
 CRC in either byte order.  Anything that is not a frame is skipped one byte
 at a time, so a frame that follows garbage, a false start or a corrupted
 frame is still found.
+
+One bad frame is one error: the bytes of a candidate that failed its CRC
+are *covered*.  While the framer rescans them, garbage among them and the
+failed candidates that start inside them fold into that ``crc`` error (they
+are not reported again); a valid frame among them is still delivered.
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ class Framer:
     def __init__(self, orders: tuple[CrcOrder, ...] = (CrcOrder.LOW_FIRST, CrcOrder.HIGH_FIRST)) -> None:
         self._buf = bytearray()
         self._orders = orders
+        #: How many bytes at the start of the buffer an emitted ``crc`` error covers.
+        self._covered = 0
 
     @property
     def pending(self) -> int:
@@ -76,6 +83,10 @@ class Framer:
             return []
         dropped = bytes(self._buf[:1])
         del self._buf[:1]
+        if self._covered:
+            # The byte was reported in a crc error already.
+            self._covered -= 1
+            return self.feed(b"")
         return [FramingError("stall", dropped, "partial frame never completed"), *self.feed(b"")]
 
     def feed(self, data: bytes) -> list[RawFrame | FramingError]:
@@ -86,26 +97,31 @@ class Framer:
         pos = 0
         end = len(buf)
         orders = self._orders
+        #: Bytes before this index were reported in a crc error.
+        covered = self._covered
         try:
             while pos < end:
                 if buf[pos] != START:
                     nxt = buf.find(START, pos)
                     if nxt < 0:
                         nxt = end
-                    out.append(FramingError("garbage", bytes(buf[pos:nxt]), "bytes before a start byte"))
+                    if nxt > covered:
+                        run = bytes(buf[max(pos, covered) : nxt])
+                        out.append(FramingError("garbage", run, "bytes before a start byte"))
                     pos = nxt
                     continue
                 if end - pos < 2:
                     break
                 length = buf[pos + 1]
                 if length < MIN_LENGTH:
-                    out.append(
-                        FramingError(
-                            "length",
-                            bytes(buf[pos : pos + 2]),
-                            f"length byte {length} < 4",
+                    if pos >= covered:
+                        out.append(
+                            FramingError(
+                                "length",
+                                bytes(buf[pos : pos + 2]),
+                                f"length byte {length} < 4",
+                            )
                         )
-                    )
                     pos += 1
                     continue
                 total = length + OVERHEAD
@@ -119,13 +135,15 @@ class Framer:
                 elif hi == (crc & 0xFF) and lo == (crc >> 8) and CrcOrder.HIGH_FIRST in orders:
                     order = CrcOrder.HIGH_FIRST
                 else:
-                    out.append(
-                        FramingError(
-                            "crc",
-                            bytes(buf[pos : pos + total]),
-                            f"CRC {lo:02x}{hi:02x} does not match {crc:04x}",
+                    if pos >= covered:
+                        out.append(
+                            FramingError(
+                                "crc",
+                                bytes(buf[pos : pos + total]),
+                                f"CRC {lo:02x}{hi:02x} does not match {crc:04x}",
+                            )
                         )
-                    )
+                        covered = pos + total
                     pos += 1
                     continue
                 out.append(
@@ -141,4 +159,5 @@ class Framer:
                 pos += total
         finally:
             del buf[:pos]
+            self._covered = covered - pos if covered > pos else 0
         return out
