@@ -146,3 +146,21 @@ class Access(TestCase):
         other = {b"Origin": [b"https://evil.example"]}
         answer = self.answer(stub, "GET", "/piles", headers=other)
         self.assertNotIn("access-control-allow-origin", answer.headers)
+
+
+class PendingLogins(TestCase):
+    def test_a_login_nobody_answers_is_listed(self) -> None:
+        stub = StubApi(auto_verification=False)
+        stub.pile(PILE, login=False).send(0x01)
+        d = stub.call("GET", "/piles?state=pending")
+        stub.flush()
+        (pending,) = self.successResultOf(d).body
+        self.assertEqual(pending["id"], PILE)
+        self.assertTrue(pending["remote"].startswith("10.0.0.1:"))
+        self.assertEqual(pending["since"], 1_700_000_000_000)
+        d = stub.call("GET", "/piles")
+        stub.flush()
+        self.assertEqual(self.successResultOf(d).body, [])
+        d = stub.call("GET", "/piles?state=asleep")
+        stub.flush()
+        self.assertEqual(self.successResultOf(d).code, 400)

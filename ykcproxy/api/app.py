@@ -22,7 +22,7 @@ from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from ykcproxy.api.routes import MAX_WAIT, ROUTES, Route, command_routes
-from ykcproxy.api.validation import Answer, ApiError, check_command, read_json_body
+from ykcproxy.api.validation import Answer, ApiError, check_command, query_text, read_json_body
 from ykcproxy.config import ProxyConfig
 from ykcproxy.metrics import Metrics
 from ykcproxy.pile.server import PileServerFactory
@@ -192,7 +192,12 @@ class ControlApi:
 
     # -- routes ---------------------------------------------------------------------
     def list_piles(self, request: IRequest) -> Any:
-        """GET /piles: every pile with an accepted login."""
+        """GET /piles: every pile with an accepted login; ``?state=pending``: logins awaiting an answer."""
+        state = query_text(request, "state") or "online"
+        if state == "pending":
+            return self.piles.registry.pending_logins()
+        if state != "online":
+            raise ApiError(400, f"state: must be online or pending, got {state!r}")
         return [pile_view(s) for s in self.piles.registry]
 
     def get_pile(self, request: IRequest, pile_id: str) -> Any:

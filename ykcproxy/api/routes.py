@@ -193,7 +193,13 @@ ROUTES: tuple[Route, ...] = (
         "piles",
         "list_piles",
         "piles with an accepted login (with state=pending: connections whose login awaits an answer)",
-        {200: Reply("the piles", {"type": "array", "items": schemas.PILE}), 400: Reply("bad state")},
+        {
+            200: Reply(
+                "the piles (state=pending: id, remote and since of each waiting login)",
+                {"type": "array", "items": {"oneOf": [schemas.PILE, schemas.PENDING_LOGIN]}},
+            ),
+            400: Reply("bad state"),
+        },
         params=(
             Param(
                 "state",

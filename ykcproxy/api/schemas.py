@@ -61,6 +61,17 @@ PILE: dict[str, Any] = {
     "required": ["id", "remote", "connectedAt", "lastSeen", "loggedIn"],
 }
 
+#: A connection whose login awaits an answer (``GET /piles?state=pending``).
+PENDING_LOGIN: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "description": "the pile id of the 0x01"},
+        "remote": {"type": "string", "description": "the connection's address, ip:port"},
+        "since": {"type": "integer", "description": "unix ms of the login frame"},
+    },
+    "required": ["id", "remote", "since"],
+}
+
 #: The health report.
 HEALTH: dict[str, Any] = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
 
