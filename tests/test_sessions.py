@@ -442,6 +442,21 @@ class Rule4IdleWhileChargingTests(TestCase):
         self.assertEqual(h.kinds(ts), ["idle-while-charging"])
         self.assertEqual(h.tracker.get(ts).anomalies[0].rule, 4)  # type: ignore[union-attr]
 
+    def test_one_idle_frame_amid_charging(self) -> None:
+        h = Harness()
+        ts = trade(55)
+        h.charge(ts)
+        h.realtime(ts, status=2)
+        h.clock.advance(15)
+        h.realtime(ts)
+        self.assertEqual(h.states(), ["starting", "charging", "ended", "charging"])
+        self.assertIsNone(h.last()["endedAt"])
+        h.clock.advance(60)
+        self.assertEqual(h.kinds(ts), [], "charging went on: no record was due")
+        h.realtime(ts, status=2)
+        self.assertEqual(h.states()[-2:], ["ended", "abnormal"])
+        self.assertEqual(h.kinds(ts), ["idle-while-charging"])
+
     def test_idle_frames_without_trade_seq_count(self) -> None:
         h = Harness()
         ts = trade(51)

@@ -448,6 +448,8 @@ class SessionTracker:
             if state == STARTING:
                 if order.start_acked:
                     self._charging(order)
+            elif state == ENDED and not order.explicit_end and order.record is None:
+                self._resume(order)
             else:
                 self._check_stopped(order)
         if (
@@ -462,6 +464,12 @@ class SessionTracker:
             self._end(order)
         if status == STATUS_IDLE:
             self._idle(order)
+
+    def _resume(self, order: Session) -> None:
+        """Charging again after a 0x13 that said otherwise: that frame did not end charging."""
+        self._cancel(order, "record")
+        order.ended_at = None
+        self._change(order, CHARGING)
 
     def _unplugged(self, order: Session) -> None:
         """Rule 5: unplugged while charging; the record must follow within the record timeout."""
