@@ -279,6 +279,11 @@ class NormalSessionTests(TestCase):
         with self.assertRaises(ValueError):
             h.tracker.observe(PILE, "sideways", 0x13, example(0x13))  # type: ignore[arg-type]
 
+    def test_a_bad_frame_is_logged_not_raised(self) -> None:
+        h = Harness()
+        h.tracker.observe(PILE, "up", 0x13, {"gunId": "01"})
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+
     def test_idle_realtime_without_order_is_ignored(self) -> None:
         h = Harness()
         h.realtime(NO_TRADE, status=2, gunId="01")

@@ -277,7 +277,8 @@ class SessionTracker:
         """One decoded frame: ``up`` as received from the pile, ``down`` as written to it.
 
         ``fields`` is the frame's JSON fields (INTERFACE.md section 2); the
-        tracker does not keep a reference to it, except a copy of a 0x3B.
+        tracker does not keep a reference to it, except a copy of a 0x3B.  A
+        failure inside the tracker is logged, never raised to the pile side.
         """
         if direction == "up":
             handler = self._up.get(ft)
@@ -285,8 +286,12 @@ class SessionTracker:
             handler = self._down.get(ft)
         else:
             raise ValueError(f"direction must be 'up' or 'down', not {direction!r}")
-        if handler is not None:
+        if handler is None:
+            return
+        try:
             handler(pile_id, fields)
+        except Exception:
+            self.log.failure("tracking frame 0x{ft:02x} of pile {pile_id}", ft=ft, pile_id=pile_id)
 
     def pile_offline(self, pile_id: str) -> None:
         """The pile went offline: noted in its open orders; an unanswered 0x58 is dropped.
@@ -327,7 +332,7 @@ class SessionTracker:
 
     # -- starts -----------------------------------------------------------------------
     def _remote_start(self, pile_id: str, f: dict[str, Any]) -> None:
-        trade_seq = f["tradeSeq"]
+        trade_seq = f["tradeSeq"].upper()  # as the pile's frames will carry it
         if trade_seq in self._orders:
             self._frame(self._orders[trade_seq], "down", "34")
             return
@@ -336,7 +341,7 @@ class SessionTracker:
         self._timer(order, "start", self.start_timeout, self._start_timeout)
 
     def _start_confirm(self, pile_id: str, f: dict[str, Any]) -> None:
-        trade_seq = f["tradeSeq"]
+        trade_seq = f["tradeSeq"].upper()
         if trade_seq in self._orders:
             self._frame(self._orders[trade_seq], "down", "32", result=f["result"])
             return
@@ -642,7 +647,7 @@ class SessionTracker:
         return f"billing model {code}: " + "; ".join(problems)
 
     def _confirm(self, pile_id: str, f: dict[str, Any]) -> None:
-        order = self._orders.get(f["tradeSeq"])
+        order = self._orders.get(f["tradeSeq"].upper())
         if order is None or order.record is None:
             return
         self._frame(order, "down", "40", result=f["result"])
