@@ -18,9 +18,11 @@ from twisted.internet.testing import StringTransport
 
 from ykcproxy.api.app import ControlApi
 from ykcproxy.api.outbox_handlers import OutboxHandlers
+from ykcproxy.api.session_handlers import SessionHandlers
 from ykcproxy.metrics import Metrics
 from ykcproxy.options import default_config
 from ykcproxy.pile.server import PileServerFactory
+from ykcproxy.sessions import SessionTracker
 from ykcproxy.wire.codec import Codec, encode_frame
 from ykcproxy.wire.crc import CrcOrder
 from ykcproxy.wire.examples import example
@@ -70,8 +72,13 @@ class StubApi:
         self.clock.advance(1_700_000_000)
         self.config = default_config(**{"auto_verification": True, **settings})
         self.metrics = Metrics()
-        self.piles = PileServerFactory(self.config, self.clock, None, self.metrics)
-        handlers = [*handlers, OutboxHandlers(None, None, self.config.max_body_bytes)]
+        self.sessions = SessionTracker(self.clock, lambda body, key: None)
+        self.piles = PileServerFactory(self.config, self.clock, None, self.metrics, observers=[self.sessions])
+        handlers = [
+            *handlers,
+            OutboxHandlers(None, None, self.config.max_body_bytes),
+            SessionHandlers(self.sessions),
+        ]
         self.api = ControlApi(
             self.piles, self.metrics, self.health, self.config, handlers=handlers, routes=routes
         )

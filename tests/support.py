@@ -39,13 +39,19 @@ class Post:
 
 
 class Consumer(Resource):
-    """A webhook consumer: records every POST; ``answer`` picks the status code."""
+    """A webhook consumer: records every POST; ``answer`` picks the status code.
+
+    ``posts`` are the frames and pile events; the ``session`` messages of the
+    charging-session tracker are kept apart in ``sessions`` (the example frames
+    start orders nobody saw start, which the tracker reports).
+    """
 
     isLeaf = True
 
     def __init__(self) -> None:
         super().__init__()
         self.posts: list[Post] = []
+        self.sessions: list[Post] = []
         self.answer: Callable[[Post], int] = lambda post: 200
         self.delay: float = 0.0
         self._waiters: list[tuple[Callable[[list[Post]], bool], Deferred[None]]] = []
@@ -56,7 +62,7 @@ class Consumer(Resource):
         post = Post(request.path.decode(), headers, body)
         code = self.answer(post)
         if 200 <= code < 300:
-            self.posts.append(post)
+            (self.sessions if post.path == "/session" else self.posts).append(post)
             self._check()
         request.setResponseCode(code)
         if self.delay:
@@ -87,6 +93,8 @@ class Consumer(Resource):
 
     def of(self, ft: str) -> list[Post]:
         """The POSTs to ``/<ft>``."""
+        if ft == "session":
+            return list(self.sessions)
         return [p for p in self.posts if p.path == f"/{ft}"]
 
 

@@ -16,11 +16,13 @@ from tests.test_rest import call
 from ykcproxy.api.app import ControlApi
 from ykcproxy.api.outbox_handlers import OutboxHandlers
 from ykcproxy.api.routes import Param, Reply, Route
+from ykcproxy.api.session_handlers import SessionHandlers
 from ykcproxy.api.validation import request_schema
 from ykcproxy.docs.restapi import ERROR_EXAMPLES, command_examples
 from ykcproxy.metrics import Metrics
 from ykcproxy.options import default_config
 from ykcproxy.pile.server import PileServerFactory
+from ykcproxy.sessions import SessionTracker
 from ykcproxy.wire.frames import CATALOGUE, Direction
 
 _METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
@@ -30,7 +32,11 @@ def make_api(handlers: Any = (), routes: Any = None) -> ControlApi:
     """A ControlApi over a pile factory with no connections (no network)."""
     config = default_config()
     piles = PileServerFactory(config, Clock(), None, Metrics())
-    handlers = [*handlers, OutboxHandlers(None, None, config.max_body_bytes)]
+    handlers = [
+        *handlers,
+        OutboxHandlers(None, None, config.max_body_bytes),
+        SessionHandlers(SessionTracker(Clock(), lambda body, key: None)),
+    ]
     return ControlApi(piles, piles.metrics, lambda: {"ok": True}, config, handlers=handlers, routes=routes)
 
 

@@ -282,6 +282,7 @@ class Backpressure(TestCase):
         self.assertTrue(link.connected)
         failing["on"] = False
         yield consumer.count(62)
+        yield consumer.wait_for(lambda posts: len(consumer.sessions) >= 60)
         yield proxy.outbox.dead_letters()  # barrier: the deletes are committed
         yield settle(0.01)
         self.assertFalse(proxy.delivery.pressure)

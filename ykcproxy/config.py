@@ -66,6 +66,9 @@ class ProxyConfig:
     auto_billing_model_verify: bool
     auto_transaction_record_confirm: bool
     auto_time_sync: bool
+    session_start_timeout: float
+    session_record_timeout: float
+    session_stop_grace: float
     messaging: MessagingType
     servers: tuple[str, ...]
     username: str

@@ -10,7 +10,7 @@ The options are declared in :mod:`ykcproxy.options`; the listeners are
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -21,13 +21,15 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 
 from ykcproxy.config import MessagingType, ProxyConfig
-from ykcproxy.forward.base import IPublisher
+from ykcproxy.forward.base import IPublisher, Message
 from ykcproxy.forward.delivery import Backoff, Delivery
+from ykcproxy.forward.envelope import Envelope
 from ykcproxy.forward.outbox import SqliteOutbox
 from ykcproxy.listeners import Listener
 from ykcproxy.metrics import Metrics
 from ykcproxy.options import Options
-from ykcproxy.pile.server import PileServerFactory
+from ykcproxy.pile.server import FrameObserver, PileServerFactory
+from ykcproxy.sessions import SessionTracker
 from ykcproxy.wire.codec import Codec
 from ykcproxy.wire.fields import Context
 
@@ -197,12 +199,48 @@ def build_forwarding(
     return Forwarding(publisher, delivery, outbox, ForwarderService(publisher, delivery, outbox, reactor))
 
 
+class TrackerService(Service):
+    """Stops the charging-session tracker's timers with the service."""
+
+    def __init__(self, tracker: SessionTracker) -> None:
+        self.tracker = tracker
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.tracker.stop()
+
+
+def build_sessions(
+    config: ProxyConfig, reactor: Any, envelope: Envelope, submit: Callable[[Message], Any] | None
+) -> SessionTracker:
+    """The charging-session tracker; its ``session`` messages go to ``submit`` (when forwarding)."""
+
+    def emit(body: dict[str, Any], key: str) -> None:
+        if submit is not None:
+            submit(envelope.session(body, key))
+
+    return SessionTracker(
+        reactor,
+        emit,
+        start_timeout=config.session_start_timeout,
+        record_timeout=config.session_record_timeout,
+        stop_grace=config.session_stop_grace,
+    )
+
+
 def build_pile_side(
-    config: ProxyConfig, reactor: Any, delivery: Delivery | None, metrics: Metrics
+    config: ProxyConfig,
+    reactor: Any,
+    delivery: Delivery | None,
+    metrics: Metrics,
+    envelope: Envelope,
+    observers: Sequence[FrameObserver] = (),
 ) -> tuple[PileServerFactory, PileListener]:
     """The pile protocol factory and the listener of the pile port."""
     codec = Codec(ctx=Context(tz=config.tz))
-    piles = PileServerFactory(config, reactor, delivery, metrics, codec)
+    piles = PileServerFactory(
+        config, reactor, delivery, metrics, codec, observers=observers, envelope=envelope
+    )
     option = "pileEndpoint" if config.pile_endpoint else "tcpPort"
     listener = PileListener("pile port", option, config.pile_endpoint_description, piles, reactor)
     return piles, listener
@@ -215,14 +253,16 @@ def build_api(
     metrics: Metrics,
     health: Callable[[], dict[str, Any]],
     forwarding: Forwarding | None,
+    sessions: SessionTracker,
 ) -> tuple[Any, Listener]:
     """The REST application and the listener of the API port."""
     from ykcproxy.api.app import ControlApi
     from ykcproxy.api.outbox_handlers import OutboxHandlers
+    from ykcproxy.api.session_handlers import SessionHandlers
 
     delivery = forwarding.delivery if forwarding else None
     outbox = forwarding.outbox if forwarding else None
-    handlers = [OutboxHandlers(delivery, outbox, config.max_body_bytes)]
+    handlers = [OutboxHandlers(delivery, outbox, config.max_body_bytes), SessionHandlers(sessions)]
     api = ControlApi(piles, metrics, health, config, handlers=handlers)
     site = Site(api.resource())
     site.noisy = False
@@ -285,10 +325,16 @@ class ProxyService(MultiService):
         self.forwarder = forwarding.service if forwarding else None
         if self.forwarder is not None:
             self.forwarder.setServiceParent(self)
-        self.piles, self.pile_listener = build_pile_side(config, reactor, self.delivery, self.metrics)
+        envelope = Envelope(reactor)
+        submit = self.delivery.submit if self.delivery is not None else None
+        self.sessions = build_sessions(config, reactor, envelope, submit)
+        TrackerService(self.sessions).setServiceParent(self)
+        self.piles, self.pile_listener = build_pile_side(
+            config, reactor, self.delivery, self.metrics, envelope, observers=[self.sessions]
+        )
         self.pile_listener.setServiceParent(self)
         self.api, self.rest_listener = build_api(
-            config, reactor, self.piles, self.metrics, self.health, forwarding
+            config, reactor, self.piles, self.metrics, self.health, forwarding, self.sessions
         )
         self.rest_listener.setServiceParent(self)
 

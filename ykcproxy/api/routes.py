@@ -233,6 +233,59 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "GET",
+        "/sessions",
+        "sessions",
+        "list_sessions",
+        "charging sessions (orders) tracked by the rules of spec 13.3, newest first",
+        {
+            200: Reply(
+                "one page of sessions; pass 'next' as 'before' for the next page",
+                {
+                    "type": "object",
+                    "properties": {
+                        "sessions": {"type": "array", "items": schemas.SESSION},
+                        "next": {"type": ["string", "null"]},
+                    },
+                    "required": ["sessions", "next"],
+                },
+            ),
+            400: Reply("a bad query argument (the message names it)"),
+        },
+        params=(
+            Param("pile", "query", {"type": "string"}, "only this pile's sessions (14 digits)"),
+            Param("gun", "query", {"type": "string"}, "only this gun's (1 or 2 digits)"),
+            Param(
+                "state",
+                "query",
+                {"type": "string", "enum": list(schemas.SESSION_STATES)},
+                "only in this state",
+            ),
+            Param("since", "query", {"type": "integer", "minimum": 0}, "started at or after this unix ms"),
+            Param(
+                "anomaly",
+                "query",
+                {"type": "string"},
+                "with an anomaly: a rule number 1-8, a kind (start-timeout ...), or 'any'",
+            ),
+            Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size (100)"),
+            Param("before", "query", {"type": "string"}, "the 'next' of the previous page"),
+        ),
+    ),
+    Route(
+        "GET",
+        "/sessions/<trade_seq>",
+        "session",
+        "get_session",
+        "one charging session with its record, checks and timeline",
+        {
+            200: Reply("the session", schemas.OBJECT),
+            400: Reply("not a 32-digit tradeSeq"),
+            404: Reply("no such session is tracked"),
+        },
+        params=(Param("trade_seq", "path", {"type": "string"}, "32 digits"),),
+    ),
+    Route(
+        "GET",
         "/outbox",
         "outbox",
         "outbox_state",

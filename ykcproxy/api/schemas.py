@@ -77,3 +77,35 @@ HEALTH: dict[str, Any] = {"type": "object", "properties": {"ok": {"type": "boole
 
 #: Any JSON object.
 OBJECT: dict[str, Any] = {"type": "object"}
+
+#: The states of a charging session.
+SESSION_STATES = ("starting", "charging", "stopping", "ended", "settled", "failed", "abnormal")
+
+#: A charging session (the ``session`` message without its header).
+SESSION: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "tradeSeq": {"type": "string"},
+        "id": {"type": "string", "description": "the pile"},
+        "gunId": {"type": "string"},
+        "state": {"type": "string", "enum": list(SESSION_STATES)},
+        "startedAt": {"type": "integer", "description": "unix ms"},
+        "endedAt": {"type": ["integer", "null"], "description": "unix ms; null while open"},
+        "energy": {"type": "integer", "description": "raw, x10000 kWh as in 0x13"},
+        "amount": {"type": "integer", "description": "raw, x10000 yuan as in 0x13"},
+        "anomalies": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "rule": {"type": "integer", "minimum": 1, "maximum": 8},
+                    "kind": {"type": "string"},
+                    "at": {"type": "integer"},
+                    "detail": {"type": "string"},
+                },
+                "required": ["rule", "kind", "at", "detail"],
+            },
+        },
+    },
+    "required": ["tradeSeq", "id", "gunId", "state", "startedAt", "endedAt", "energy", "amount", "anomalies"],
+}

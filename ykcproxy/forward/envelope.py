@@ -83,3 +83,14 @@ class Envelope:
         header = {"frameId": kind, "messageId": mid, "receivedAt": int(self.clock.seconds() * 1000)}
         payload = dumps({"header": header, "id": pile_id, **extra})
         return Message(kind, pile_id, mid, payload)
+
+    def session(self, body: Mapping[str, Any], key: str) -> Message:
+        """A ``session`` message of a charging order; ``key`` is its ``<tradeSeq>-<change>``.
+
+        The boot id goes into the message id, so that the change counter, which
+        starts again after a restart, never repeats an id a consumer has seen.
+        """
+        mid = f"{key}-{self.boot_id}"
+        header = {"frameId": "session", "messageId": mid, "receivedAt": int(self.clock.seconds() * 1000)}
+        payload = dumps({"header": header, **body})
+        return Message("session", str(body["id"]), mid, payload)

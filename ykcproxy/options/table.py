@@ -21,9 +21,10 @@ FORWARD = "Forwarding"
 DELIVERY = "Durable delivery"
 PROTOCOL = "Protocol"
 GENERAL = "General"
+SESSIONS = "Charging sessions"
 
 #: The groups, in the order ``doc/configuration.md`` lists them.
-GROUPS = (GENERAL, PILE, PROTOCOL, ANSWERS, FORWARD, DELIVERY, API)
+GROUPS = (GENERAL, PILE, PROTOCOL, ANSWERS, SESSIONS, FORWARD, DELIVERY, API)
 
 OPTIONS: tuple[Option, ...] = (
     Option(
@@ -176,6 +177,31 @@ OPTIONS: tuple[Option, ...] = (
         "Send 0x56 after each accepted login and then daily.",
         ANSWERS,
         "auto_time_sync",
+    ),
+    # Charging sessions (spec 13.3).
+    Option(
+        "sessionStartTimeout",
+        Seconds(),
+        90.0,
+        "Seconds a start may take: its successful 0x33/0xA3 and first charging 0x13 (rule 1).",
+        SESSIONS,
+        "session_start_timeout",
+    ),
+    Option(
+        "sessionRecordTimeout",
+        Seconds(),
+        30.0,
+        "Seconds from the end of charging, or from unplugging, to the 0x3B record (rules 5, 7).",
+        SESSIONS,
+        "session_record_timeout",
+    ),
+    Option(
+        "sessionStopGrace",
+        Seconds(),
+        30.0,
+        "Seconds a pile may go on charging after a stop command 0x36 (rule 3).",
+        SESSIONS,
+        "session_stop_grace",
     ),
     # Forwarding.
     Option(

@@ -16,8 +16,8 @@ whole frame a connection reads comes here.  The decisions live apart:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, Protocol
 
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import Factory
@@ -44,6 +44,34 @@ DAY = 86400.0
 _FT = [f"{code:02x}" for code in range(256)]
 
 
+class FrameObserver(Protocol):
+    """Something that follows decoded frames (e.g. the charging-session tracker)."""
+
+    @property
+    def up_types(self) -> frozenset[int]:
+        """The pile→platform frame types it reads."""
+
+    @property
+    def down_types(self) -> frozenset[int]:
+        """The platform→pile frame types it reads."""
+
+    def observe(
+        self, pile_id: str, direction: Literal["up", "down"], ft: int, fields: dict[str, Any]
+    ) -> None:
+        """One decoded frame (``up``: received, ``down``: written); must not raise."""
+
+    def pile_offline(self, pile_id: str) -> None:
+        """The pile went offline."""
+
+
+def _by_type(observers: Sequence[FrameObserver], attribute: str) -> dict[int, tuple[FrameObserver, ...]]:
+    table: dict[int, list[FrameObserver]] = {}
+    for observer in observers:
+        for code in getattr(observer, attribute):
+            table.setdefault(code, []).append(observer)
+    return {code: tuple(group) for code, group in table.items()}
+
+
 class PileServerFactory(Factory):
     """Builds :class:`PileProtocol` connections and decides what frames do."""
 
@@ -59,14 +87,20 @@ class PileServerFactory(Factory):
         metrics: Metrics | None = None,
         codec: Codec | None = None,
         allow_list: AllowList | None = None,
+        observers: Sequence[FrameObserver] = (),
+        envelope: Envelope | None = None,
     ) -> None:
-        """``allow_list`` defaults to the file ``config.allow_list`` names (none if empty)."""
+        """``allow_list`` defaults to the file ``config.allow_list`` names (none if empty).
+
+        ``observers`` see the decoded frames of the types they name, both ways,
+        and each pile going offline (the charging-session tracker is one).
+        """
         self.config = config
         self.clock = clock
         self.forward = forward
         self.metrics = metrics or Metrics()
         self.codec = codec or Codec()
-        self.envelope = Envelope(clock)
+        self.envelope = envelope if envelope is not None else Envelope(clock)
         self.registry = Registry(on_online=self._online, on_offline=self._offline)
         self.waiters = ReplyWaiters()
         self._waiting = self.waiters.by_pile  # tested per frame: a dict, not a method call
@@ -87,6 +121,10 @@ class PileServerFactory(Factory):
         self._uplink_decoders = {
             code: self.codec.decoder(code) for code, f in catalogue.items() if f.direction is Direction.UP
         }
+        self.observers = tuple(observers)
+        #: Frame type → the observers of it, per direction (only types someone reads).
+        self._observe_up = _by_type(self.observers, "up_types")
+        self._observe_down = _by_type(self.observers, "down_types")
         self._frames_in = self.metrics.frames_in
         self.auto_confirm = config.auto_transaction_record_confirm and forward is not None
         self.metrics.gauge_function(self.metrics.connections, lambda: len(self.connections))
@@ -261,6 +299,10 @@ class PileServerFactory(Factory):
         session.last_seen = proto.last_seen
         if code in self.requests:
             session.last_request_seq[code] = frame.seq
+        observers = self._observe_up.get(code)
+        if observers is not None:
+            for observer in observers:
+                observer.observe(pile_id, "up", code, fields)
         handler = self._handlers.get(code)
         if handler is not None and not handler(self, session, frame, fields):
             return
@@ -355,6 +397,8 @@ class PileServerFactory(Factory):
     def _offline(self, session: PileSession, reason: str) -> None:
         self._event("offline", session.pile_id, {"remote": session.connection.remote, "reason": reason})
         self.waiters.fail_pile(session.pile_id, f"pile {session.pile_id} went offline ({reason})")
+        for observer in self.observers:
+            observer.pile_offline(session.pile_id)
 
     def _time_sync(self, session: PileSession) -> None:
         if self.registry.get(session.pile_id) is not session:
@@ -373,6 +417,10 @@ class PileServerFactory(Factory):
         body = self.codec.encode_body(code, fields)
         frame = session.connection.send(code, seq, body)
         self.metrics.frame_out(_FT[code])
+        observers = self._observe_down.get(code)
+        if observers is not None:
+            for observer in observers:
+                observer.observe(session.pile_id, "down", code, dict(fields))
         return frame
 
     def command(self, session: PileSession, code: int, fields: Mapping[str, Any]) -> tuple[int, bytes]:

@@ -272,6 +272,16 @@ class SessionTracker:
             0x0A: self._model_reply,
         }
 
+    @property
+    def up_types(self) -> frozenset[int]:
+        """The pile→platform frame types this tracker reads."""
+        return frozenset(self._up)
+
+    @property
+    def down_types(self) -> frozenset[int]:
+        """The platform→pile frame types this tracker reads."""
+        return frozenset(self._down)
+
     # -- feed -------------------------------------------------------------------------
     def observe(self, pile_id: str, direction: Direction, ft: int, fields: dict[str, Any]) -> None:
         """One decoded frame: ``up`` as received from the pile, ``down`` as written to it.
