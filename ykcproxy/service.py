@@ -28,7 +28,8 @@ from ykcproxy.forward.outbox import SqliteOutbox
 from ykcproxy.listeners import Listener
 from ykcproxy.metrics import Metrics
 from ykcproxy.options import Options
-from ykcproxy.pile.server import FrameObserver, PileServerFactory
+from ykcproxy.pile.observers import FrameObserver
+from ykcproxy.pile.server import PileServerFactory
 from ykcproxy.sessions import SessionTracker
 from ykcproxy.wire.codec import Codec
 from ykcproxy.wire.fields import Context

@@ -17,7 +17,7 @@ whole frame a connection reads comes here.  The decisions live apart:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Protocol
+from typing import Any
 
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import Factory
@@ -30,6 +30,7 @@ from ykcproxy.metrics import Metrics
 from ykcproxy.pile.allowlist import AllowList
 from ykcproxy.pile.dispatch import HANDLERS, LOGIN, LOGIN_REPLY, TIME_SYNC, TRANSACTION_CONFIRM, Handler
 from ykcproxy.pile.limits import ThrottledLog
+from ykcproxy.pile.observers import FrameObserver
 from ykcproxy.pile.protocol import PileProtocol
 from ykcproxy.pile.registry import Registry
 from ykcproxy.pile.session import PileSession
@@ -42,26 +43,6 @@ from ykcproxy.wire.frames import Direction
 DAY = 86400.0
 
 _FT = [f"{code:02x}" for code in range(256)]
-
-
-class FrameObserver(Protocol):
-    """Something that follows decoded frames (e.g. the charging-session tracker)."""
-
-    @property
-    def up_types(self) -> frozenset[int]:
-        """The pile→platform frame types it reads."""
-
-    @property
-    def down_types(self) -> frozenset[int]:
-        """The platform→pile frame types it reads."""
-
-    def observe(
-        self, pile_id: str, direction: Literal["up", "down"], ft: int, fields: dict[str, Any]
-    ) -> None:
-        """One decoded frame (``up``: received, ``down``: written); must not raise."""
-
-    def pile_offline(self, pile_id: str) -> None:
-        """The pile went offline."""
 
 
 def _by_type(observers: Sequence[FrameObserver], attribute: str) -> dict[int, tuple[FrameObserver, ...]]:
@@ -302,7 +283,7 @@ class PileServerFactory(Factory):
         observers = self._observe_up.get(code)
         if observers is not None:
             for observer in observers:
-                observer.observe(pile_id, "up", code, fields)
+                observer.observe(pile_id, "up", code, fields, frame.raw)
         handler = self._handlers.get(code)
         if handler is not None and not handler(self, session, frame, fields):
             return
@@ -420,7 +401,7 @@ class PileServerFactory(Factory):
         observers = self._observe_down.get(code)
         if observers is not None:
             for observer in observers:
-                observer.observe(session.pile_id, "down", code, dict(fields))
+                observer.observe(session.pile_id, "down", code, dict(fields), frame)
         return frame
 
     def command(self, session: PileSession, code: int, fields: Mapping[str, Any]) -> tuple[int, bytes]:

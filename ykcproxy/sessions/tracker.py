@@ -283,7 +283,9 @@ class SessionTracker:
         return frozenset(self._down)
 
     # -- feed -------------------------------------------------------------------------
-    def observe(self, pile_id: str, direction: Direction, ft: int, fields: dict[str, Any]) -> None:
+    def observe(
+        self, pile_id: str, direction: Direction, ft: int, fields: dict[str, Any], raw: bytes = b""
+    ) -> None:
         """One decoded frame: ``up`` as received from the pile, ``down`` as written to it.
 
         ``fields`` is the frame's JSON fields (INTERFACE.md section 2); the

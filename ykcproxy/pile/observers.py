@@ -1,0 +1,33 @@
+"""What follows the decoded frames of every pile (the session tracker, the frame history)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol
+
+#: ``up``: received from the pile; ``down``: written to it.
+Direction = Literal["up", "down"]
+
+
+class FrameObserver(Protocol):
+    """Sees the decoded frames of the types it names, both ways, and piles going offline.
+
+    Observers run on the pile side's hot path: ``observe`` must be quick, must
+    not keep ``fields`` beyond the call unless it copies them, and must not
+    raise.
+    """
+
+    @property
+    def up_types(self) -> frozenset[int]:
+        """The pile→platform frame types it reads."""
+
+    @property
+    def down_types(self) -> frozenset[int]:
+        """The platform→pile frame types it reads."""
+
+    def observe(
+        self, pile_id: str, direction: Direction, ft: int, fields: dict[str, Any], raw: bytes
+    ) -> None:
+        """One decoded frame and its bytes."""
+
+    def pile_offline(self, pile_id: str) -> None:
+        """The pile went offline."""
