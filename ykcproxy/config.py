@@ -89,6 +89,7 @@ class ProxyConfig:
     api_token: str
     metrics_public: bool
     cors_origin: str
+    frame_history: int
     max_body_bytes: int
     #: The read-only token (from ``--apiReadTokenFile``; not an option of its own).
     api_read_token: str = ""

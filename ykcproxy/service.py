@@ -21,6 +21,8 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 
 from ykcproxy.config import MessagingType, ProxyConfig
+from ykcproxy.console.events import EventHub
+from ykcproxy.console.history import Entry, FrameHistory
 from ykcproxy.forward.base import IPublisher, Message
 from ykcproxy.forward.delivery import Backoff, Delivery
 from ykcproxy.forward.envelope import Envelope
@@ -200,23 +202,50 @@ def build_forwarding(
     return Forwarding(publisher, delivery, outbox, ForwarderService(publisher, delivery, outbox, reactor))
 
 
-class TrackerService(Service):
-    """Stops the charging-session tracker's timers with the service."""
+class StopsWithService(Service):
+    """Calls ``stops`` when the service stops (timers of the tracker, the console's streams)."""
 
-    def __init__(self, tracker: SessionTracker) -> None:
-        self.tracker = tracker
+    def __init__(self, *stops: Callable[[], None]) -> None:
+        self.stops = stops
 
     def stopService(self) -> None:
         super().stopService()
-        self.tracker.stop()
+        for stop in self.stops:
+            stop()
+
+
+@attrs.frozen
+class Console:
+    """The console's server side: the frame history and the event hub."""
+
+    history: FrameHistory
+    hub: EventHub
+
+
+def build_console(config: ProxyConfig, reactor: Any) -> Console:
+    """The frame history (``--frameHistory``) and the event hub; watched piles' frames are streamed."""
+    hub = EventHub(reactor)
+    history = FrameHistory(reactor, config.frame_history, Codec(ctx=Context(tz=config.tz)))
+
+    def stream(pile_id: str, entry: Entry) -> None:
+        if pile_id in hub.watched:
+            hub.publish("frame", {"id": pile_id, **history.describe(entry)}, pile_id)
+
+    history.on_entry = stream
+    return Console(history, hub)
 
 
 def build_sessions(
-    config: ProxyConfig, reactor: Any, envelope: Envelope, submit: Callable[[Message], Any] | None
+    config: ProxyConfig,
+    reactor: Any,
+    envelope: Envelope,
+    submit: Callable[[Message], Any] | None,
+    hub: EventHub,
 ) -> SessionTracker:
     """The charging-session tracker; its ``session`` messages go to ``submit`` (when forwarding)."""
 
     def emit(body: dict[str, Any], key: str) -> None:
+        hub.publish("session", body)
         if submit is not None:
             submit(envelope.session(body, key))
 
@@ -236,11 +265,12 @@ def build_pile_side(
     metrics: Metrics,
     envelope: Envelope,
     observers: Sequence[FrameObserver] = (),
+    on_event: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> tuple[PileServerFactory, PileListener]:
     """The pile protocol factory and the listener of the pile port."""
     codec = Codec(ctx=Context(tz=config.tz))
     piles = PileServerFactory(
-        config, reactor, delivery, metrics, codec, observers=observers, envelope=envelope
+        config, reactor, delivery, metrics, codec, observers=observers, envelope=envelope, on_event=on_event
     )
     option = "pileEndpoint" if config.pile_endpoint else "tcpPort"
     listener = PileListener("pile port", option, config.pile_endpoint_description, piles, reactor)
@@ -255,15 +285,21 @@ def build_api(
     health: Callable[[], dict[str, Any]],
     forwarding: Forwarding | None,
     sessions: SessionTracker,
+    console: Console,
 ) -> tuple[Any, Listener]:
     """The REST application and the listener of the API port."""
     from ykcproxy.api.app import ControlApi
     from ykcproxy.api.outbox_handlers import OutboxHandlers
     from ykcproxy.api.session_handlers import SessionHandlers
+    from ykcproxy.console.handlers import ConsoleHandlers
 
     delivery = forwarding.delivery if forwarding else None
     outbox = forwarding.outbox if forwarding else None
-    handlers = [OutboxHandlers(delivery, outbox, config.max_body_bytes), SessionHandlers(sessions)]
+    handlers = [
+        OutboxHandlers(delivery, outbox, config.max_body_bytes),
+        SessionHandlers(sessions),
+        ConsoleHandlers(console.history, console.hub),
+    ]
     api = ControlApi(piles, metrics, health, config, handlers=handlers)
     site = Site(api.resource())
     site.noisy = False
@@ -327,15 +363,22 @@ class ProxyService(MultiService):
         if self.forwarder is not None:
             self.forwarder.setServiceParent(self)
         envelope = Envelope(reactor)
+        self.console = build_console(config, reactor)
         submit = self.delivery.submit if self.delivery is not None else None
-        self.sessions = build_sessions(config, reactor, envelope, submit)
-        TrackerService(self.sessions).setServiceParent(self)
+        self.sessions = build_sessions(config, reactor, envelope, submit, self.console.hub)
+        StopsWithService(self.sessions.stop, self.console.hub.stop).setServiceParent(self)
         self.piles, self.pile_listener = build_pile_side(
-            config, reactor, self.delivery, self.metrics, envelope, observers=[self.sessions]
+            config,
+            reactor,
+            self.delivery,
+            self.metrics,
+            envelope,
+            observers=[self.sessions, self.console.history],
+            on_event=self.console.hub.publish,
         )
         self.pile_listener.setServiceParent(self)
         self.api, self.rest_listener = build_api(
-            config, reactor, self.piles, self.metrics, self.health, forwarding, self.sessions
+            config, reactor, self.piles, self.metrics, self.health, forwarding, self.sessions, self.console
         )
         self.rest_listener.setServiceParent(self)
 

@@ -365,6 +365,14 @@ OPTIONS: tuple[Option, ...] = (
         API,
         "cors_origin",
     ),
+    Option(
+        "frameHistory",
+        Whole(lo=0),
+        200,
+        "Frames kept per pile for the console and GET /piles/<id>/frames (0: off).",
+        API,
+        "frame_history",
+    ),
     Option("maxBodyBytes", Whole(lo=1), 65536, "Largest REST request body accepted.", API, "max_body_bytes"),
 )
 

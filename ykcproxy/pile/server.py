@@ -16,7 +16,7 @@ whole frame a connection reads comes here.  The decisions live apart:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.internet.interfaces import IAddress, IReactorTime
@@ -70,6 +70,7 @@ class PileServerFactory(Factory):
         allow_list: AllowList | None = None,
         observers: Sequence[FrameObserver] = (),
         envelope: Envelope | None = None,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         """``allow_list`` defaults to the file ``config.allow_list`` names (none if empty).
 
@@ -82,6 +83,8 @@ class PileServerFactory(Factory):
         self.metrics = metrics or Metrics()
         self.codec = codec or Codec()
         self.envelope = envelope if envelope is not None else Envelope(clock)
+        #: Told of each pile event (``online``, ``offline``, ``pending``): the console's stream.
+        self.on_event = on_event
         self.registry = Registry(on_online=self._online, on_offline=self._offline)
         self.waiters = ReplyWaiters()
         self._waiting = self.waiters.by_pile  # tested per frame: a dict, not a method call
@@ -186,7 +189,14 @@ class PileServerFactory(Factory):
             detail=err.detail,
             hex=err.data[:300].hex(),
         )
+        self._tell_bad_input(proto, err.kind, err.data, err.detail)
         self._spend_budget(proto)
+
+    def _tell_bad_input(self, proto: PileProtocol, kind: str, data: bytes, detail: str) -> None:
+        if self.observers and proto.sessions:
+            piles = list(proto.sessions)
+            for observer in self.observers:
+                observer.bad_input(piles, kind, data, detail)
 
     def _bad_frame(self, proto: PileProtocol, frame: RawFrame, kind: str, detail: str) -> None:
         self.metrics.frame_error(kind)
@@ -199,6 +209,7 @@ class PileServerFactory(Factory):
             detail=detail,
             hex=frame.raw.hex(),
         )
+        self._tell_bad_input(proto, kind, frame.raw, detail)
         if kind != "not_logged_in":  # policy, not bad input: the login timeout deals with it
             self._spend_budget(proto)
 
@@ -271,6 +282,10 @@ class PileServerFactory(Factory):
             return
         pile_id = fields["id"]
         if code == LOGIN:
+            observers = self._observe_up.get(code)
+            if observers is not None:
+                for observer in observers:
+                    observer.observe(pile_id, "up", code, fields, frame.raw)
             self.login_received(proto, frame, fields)
             return
         session = proto.sessions.get(pile_id)
@@ -330,6 +345,9 @@ class PileServerFactory(Factory):
             self.answer_login(session, True, frame.seq)
         else:
             self.registry.add_pending(session)
+            if self.on_event is not None:
+                since = int(proto.last_seen * 1000)
+                self.on_event("pending", {"id": pile_id, "remote": proto.remote, "since": since})
 
     def _not_allowed(self, proto: PileProtocol, frame: RawFrame, pile_id: str) -> None:
         """A login from an id not on the allow-list: 0x02 "failed", then the link closes."""
@@ -426,5 +444,7 @@ class PileServerFactory(Factory):
     # -- messages for consumers ---------------------------------------------------
     def _event(self, kind: str, pile_id: str, extra: dict[str, Any]) -> None:
         self.log.info("pile {pile_id} {kind}", pile_id=pile_id, kind=kind, **extra)
+        if self.on_event is not None:
+            self.on_event(kind, {"id": pile_id, **extra})
         if self.forward is not None:
             self.forward.submit(self.envelope.event(kind, pile_id, extra))
