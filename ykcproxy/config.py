@@ -23,6 +23,22 @@ class MessagingType(enum.Enum):
     NONE = "none"
 
 
+class LogFormat(enum.Enum):
+    """How log events are written."""
+
+    TEXT = "text"  #: twistd's classic lines
+    JSON = "json"  #: one JSON object per line, for log shippers
+
+
+class LogLevelName(enum.Enum):
+    """The least severe log level written."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARN = "warn"
+    ERROR = "error"
+
+
 class CrcMode(enum.Enum):
     """Which CRC byte orders the pile side accepts."""
 
@@ -78,6 +94,9 @@ class ProxyConfig:
     api_endpoint: str
     api_token: str
     max_body_bytes: int
+    log_format: LogFormat
+    log_level: LogLevelName
+    shutdown_timeout: float
     #: First wait between delivery retries (not an option: min(0.5, retry_max)).
     retry_first: float = 0.5
     #: Names of the options set explicitly (command line, environment or config file).

@@ -18,14 +18,16 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.web.server import Site
 
+from ykcproxy import __version__
+from ykcproxy.api.site import QuietSite
 from ykcproxy.config import MessagingType, ProxyConfig
 from ykcproxy.forward.base import IPublisher
 from ykcproxy.forward.delivery import Backoff, Delivery
 from ykcproxy.forward.outbox import SqliteOutbox
 from ykcproxy.listeners import Listener
 from ykcproxy.metrics import Metrics
+from ykcproxy.operations import OperationsService, stop_within
 from ykcproxy.options import Options
 from ykcproxy.pile.server import PileServerFactory
 from ykcproxy.wire.codec import Codec
@@ -229,8 +231,7 @@ def build_api(
         config,
         extra_routes=lambda api: outbox_routes.install(api, delivery, outbox),
     )
-    site = Site(api.app.resource())
-    site.noisy = False
+    site = QuietSite(api.app.resource())
     option = "apiEndpoint" if config.api_endpoint else "httpPort"
     return api, Listener("REST API", option, config.api_endpoint_description, site, reactor)
 
@@ -279,6 +280,9 @@ class ProxyService(MultiService):
         self.config = config
         self.reactor = reactor
         self.metrics = Metrics()
+        self.operations = OperationsService(config, reactor)
+        self.operations.setServiceParent(self)
+        self.reloads = self.operations.reloads
         warn_about(config)
         forwarding = build_forwarding(
             config, reactor, self.metrics, lambda paused: self.piles.pause_reading(paused)
@@ -300,6 +304,7 @@ class ProxyService(MultiService):
     def health(self) -> dict[str, Any]:
         """What /healthz reports: listening, and whether the forwarder is usable."""
         parts: dict[str, Any] = {
+            "version": __version__,
             "pilePort": self.pile_listener.port is not None,
             "restPort": self.rest_listener.port is not None,
         }
@@ -320,6 +325,10 @@ class ProxyService(MultiService):
         parts["ok"] = ok and not degraded
         parts["degraded"] = degraded
         return parts
+
+    def stopService(self) -> Deferred[None]:
+        """Stop the parts in reverse order, within ``--shutdownTimeout`` seconds."""
+        return stop_within(self, self.config.shutdown_timeout, self.reactor)
 
     @property
     def tcp_port(self) -> int:
@@ -354,4 +363,6 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     """Build the proxy service from parsed options (for the twistd plugin)."""
     limit = raise_open_file_limit()
     log.info("open-file limit: {limit} (about as many piles)", limit=limit)
-    return ProxyService(options.config, reactor)
+    service = ProxyService(options.config, reactor)
+    service.operations.activate(options["config"] or "", options.sources)
+    return service
