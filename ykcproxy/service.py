@@ -18,8 +18,9 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.web.server import Site
 
+from ykcproxy import __version__
+from ykcproxy.api.site import QuietSite
 from ykcproxy.config import MessagingType, ProxyConfig
 from ykcproxy.console.events import EventHub
 from ykcproxy.console.history import Entry, FrameHistory
@@ -29,6 +30,7 @@ from ykcproxy.forward.envelope import Envelope
 from ykcproxy.forward.outbox import SqliteOutbox
 from ykcproxy.listeners import Listener
 from ykcproxy.metrics import Metrics
+from ykcproxy.operations import OperationsService, stop_within
 from ykcproxy.options import Options
 from ykcproxy.pile.observers import FrameObserver
 from ykcproxy.pile.server import PileServerFactory
@@ -301,8 +303,7 @@ def build_api(
         ConsoleHandlers(console.history, console.hub),
     ]
     api = ControlApi(piles, metrics, health, config, handlers=handlers)
-    site = Site(api.resource())
-    site.noisy = False
+    site = QuietSite(api.resource())
     option = "apiEndpoint" if config.api_endpoint else "httpPort"
     return api, Listener("REST API", option, config.api_endpoint_description, site, reactor)
 
@@ -351,6 +352,9 @@ class ProxyService(MultiService):
         self.config = config
         self.reactor = reactor
         self.metrics = Metrics()
+        self.operations = OperationsService(config, reactor)
+        self.operations.setServiceParent(self)
+        self.reloads = self.operations.reloads
         warn_about(config)
         forwarding = build_forwarding(
             config, reactor, self.metrics, lambda paused: self.piles.pause_reading(paused)
@@ -377,14 +381,24 @@ class ProxyService(MultiService):
             on_event=self.console.hub.publish,
         )
         self.pile_listener.setServiceParent(self)
+        if self.piles.allow_list is not None:
+            self.reloads.register("allowList", self._reload_allow_list)
         self.api, self.rest_listener = build_api(
             config, reactor, self.piles, self.metrics, self.health, forwarding, self.sessions, self.console
         )
         self.rest_listener.setServiceParent(self)
 
+    def _reload_allow_list(self) -> str | None:
+        """SIGHUP: the allow-list file again (a bad file keeps the old list)."""
+        allow = self.piles.allow_list
+        if not self.piles.reload_allow_list() or allow is None:
+            return None
+        return f"{len(allow.ids)} pile ids from {allow.path}"
+
     def health(self) -> dict[str, Any]:
         """What /healthz reports: listening, and whether the forwarder is usable."""
         parts: dict[str, Any] = {
+            "version": __version__,
             "pilePort": self.pile_listener.port is not None,
             "restPort": self.rest_listener.port is not None,
         }
@@ -405,6 +419,10 @@ class ProxyService(MultiService):
         parts["ok"] = ok and not degraded
         parts["degraded"] = degraded
         return parts
+
+    def stopService(self) -> Deferred[None]:
+        """Stop the parts in reverse order, within ``--shutdownTimeout`` seconds."""
+        return stop_within(self, self.config.shutdown_timeout, self.reactor)
 
     @property
     def tcp_port(self) -> int:
@@ -439,4 +457,6 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     """Build the proxy service from parsed options (for the twistd plugin)."""
     limit = raise_open_file_limit()
     log.info("open-file limit: {limit} (about as many piles)", limit=limit)
-    return ProxyService(options.config, reactor)
+    service = ProxyService(options.config, reactor)
+    service.operations.activate(options["config"] or "", options.sources)
+    return service

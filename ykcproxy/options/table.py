@@ -9,7 +9,7 @@ is one entry here plus its typed field on :class:`~ykcproxy.config.ProxyConfig`
 
 from __future__ import annotations
 
-from ykcproxy.config import CrcMode, MessagingType
+from ykcproxy.config import CrcMode, LogFormat, LogLevelName, MessagingType
 from ykcproxy.options.declaration import Option
 from ykcproxy.options.kinds import Choice, Flag, Items, Port, Seconds, Text, Whole, Zone
 from ykcproxy.wire.fields import SHANGHAI
@@ -374,6 +374,31 @@ OPTIONS: tuple[Option, ...] = (
         "frame_history",
     ),
     Option("maxBodyBytes", Whole(lo=1), 65536, "Largest REST request body accepted.", API, "max_body_bytes"),
+    # Operations.
+    Option(
+        "logFormat",
+        Choice(enum_type=LogFormat),
+        LogFormat.TEXT,
+        "Log format: text (twistd's lines) or json (one JSON object per line, for log shippers).",
+        GENERAL,
+        "log_format",
+    ),
+    Option(
+        "logLevel",
+        Choice(enum_type=LogLevelName),
+        LogLevelName.INFO,
+        "Least severe log level written: debug, info, warn or error (re-read from --config on SIGHUP).",
+        GENERAL,
+        "log_level",
+    ),
+    Option(
+        "shutdownTimeout",
+        Seconds(),
+        10.0,
+        "Seconds SIGTERM may take: piles go offline, the outbox commits, then the process exits anyway.",
+        GENERAL,
+        "shutdown_timeout",
+    ),
 )
 
 #: The options by name.

@@ -92,6 +92,9 @@ def parser() -> argparse.ArgumentParser:
         description="Simulated YKC V1.6 charging piles: log in, heartbeat, charge, answer commands.",
     )
     a = p.add_argument
+    from ykcproxy import __version__
+
+    a("--version", action="version", version=f"ykcproxy-sim {__version__}")
     a("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
     a("--port", type=int, default=27600, help="server pile port (default 27600)")
     a("--piles", type=int, default=10, help="number of piles (default 10)")
