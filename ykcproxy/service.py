@@ -16,7 +16,6 @@ from typing import Any
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IListeningPort
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
@@ -25,6 +24,7 @@ from ykcproxy.config import CrcMode, MessagingType, ProxyConfig
 from ykcproxy.forward.base import IPublisher
 from ykcproxy.forward.delivery import Backoff, Delivery
 from ykcproxy.forward.outbox import SqliteOutbox
+from ykcproxy.forward.service import ForwarderService
 from ykcproxy.metrics import Metrics
 from ykcproxy.pile.server import PileServerFactory
 from ykcproxy.wire.codec import Codec
@@ -309,68 +309,6 @@ class PileListenerService(ListenerService):
         return super().stopService()
 
 
-class ForwarderService(Service):
-    """Starts the publisher and recovers the outbox; on stop, stops retrying and disconnects.
-
-    With a durable outbox, what it still holds from the last run is delivered
-    first, in order, before anything received since.
-    """
-
-    #: How often delivered 0x3B records past their retention are purged.
-    PURGE_INTERVAL = 3600.0
-
-    def __init__(
-        self, publisher: IPublisher, delivery: Delivery, outbox: SqliteOutbox | None, clock: Any
-    ) -> None:
-        self.publisher = publisher
-        self.delivery = delivery
-        self.outbox = outbox
-        self.clock = clock
-        self._purge: LoopingCall | None = None
-        self.recovered: Deferred[int] = Deferred()
-        #: Fires once the publisher is usable (never, if it could not start).
-        self.started: Deferred[None] = Deferred()
-
-    def startService(self) -> None:
-        super().startService()
-        d = self.publisher.start()
-
-        def failed(f: Any) -> None:
-            log.error("{name} forwarder not started: {e}", name=self.publisher.name, e=f.value)
-
-        d.addCallbacks(self.started.callback, failed)
-        if self.outbox is None:
-            self.recovered.callback(0)
-            return
-        self.outbox.start()
-        self.delivery.hold()
-        pending = self.outbox.pending()
-
-        def restore(items: list[Any]) -> int:
-            if items:
-                log.info("outbox: {n} undelivered messages from the last run go first", n=len(items))
-            self.delivery.restore(items)
-            return len(items)
-
-        pending.addCallback(restore).chainDeferred(self.recovered)
-        self._purge = LoopingCall(self.outbox.purge)
-        self._purge.clock = self.clock
-        self._purge.start(self.PURGE_INTERVAL, now=True).addErrback(
-            lambda f: log.failure("outbox purge failed", f)
-        )
-
-    def stopService(self) -> Deferred[None]:
-        super().stopService()
-        if self._purge is not None and self._purge.running:
-            self._purge.stop()
-        self.delivery.stop()
-        d = self.publisher.stop()
-        if self.outbox is not None:
-            outbox = self.outbox
-            d.addBoth(lambda _: outbox.close())
-        return d
-
-
 def make_publisher(config: ProxyConfig, reactor: Any) -> IPublisher | None:
     """The publisher for ``config.messaging`` (None: nothing is forwarded)."""
     if not config.forwarding:
@@ -439,7 +377,6 @@ class ProxyService(MultiService):
                 on_pressure=lambda paused: self.piles.pause_reading(paused),
             )
             delivery = self.delivery
-            delivery.single_publish = config.messaging is MessagingType.NATS
             self.metrics.gauge_function(self.metrics.outbox_depth, lambda: delivery.depth)
             self.metrics.gauge_function(self.metrics.outbox_oldest, delivery.oldest_age)
             self.metrics.gauge_function(self.metrics.reading_paused, lambda: float(delivery.pressure))
