@@ -1,4 +1,5 @@
-"""Delivery on a fake clock: retries, order, backpressure, dead letters and the contracts.
+"""Delivery on a fake clock: retries, order, backpressure, dead letters, the contracts,
+and the forwarder service's outbox recovery and purges.
 
 No sockets and no sleeps: the publisher is a fake whose Deferreds the test
 fires, the store a fake or the real SQLite outbox, the clock a
@@ -7,7 +8,10 @@ fires, the store a fake or the real SQLite outbox, the clock a
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -17,7 +21,7 @@ from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from tests.support import reactor
+from tests.support import reactor, rest, settle, start_consumer, start_proxy
 from ykcproxy.forward.base import (
     IBatchPublisher,
     IDurableStore,
@@ -30,6 +34,7 @@ from ykcproxy.forward.delivery import Backoff, Delivery, MemoryStore
 from ykcproxy.forward.http import HttpPublisher
 from ykcproxy.forward.nats import NatsPublisher
 from ykcproxy.forward.outbox import SqliteOutbox
+from ykcproxy.forward.service import ForwarderService, PeriodicService
 
 NO_JITTER = Backoff(first=1.0, cap=8.0)
 
@@ -376,3 +381,149 @@ class DeadLetters(TestCase):
         self.assertEqual(len(failures), 1)
         self.assertIn("undeliverable: timeout", failures[0].getErrorMessage())
         self.assertEqual(delivery.depth, 0)
+
+
+@implementer(IDurableStore)
+class ScriptedOutbox(MemoryStore):
+    """A durable store whose start, pending and purge fail as many times as told."""
+
+    durable = True
+
+    def __init__(self, start_failures: int = 0, pending_failures: int = 0, purge_failures: int = 0) -> None:
+        super().__init__()
+        self.start_failures = start_failures
+        self.pending_failures = pending_failures
+        self.purge_failures = purge_failures
+        self.purges = 0
+        self.closed = False
+        self.left: list[tuple[int, Message, float]] = [(1, msg("a", 0), 0.0)]
+
+    def start(self) -> None:
+        if self.start_failures:
+            self.start_failures -= 1
+            raise OSError("database is locked")
+
+    def pending(self) -> Deferred[list[tuple[int, Message, float]]]:
+        d: Deferred[list[tuple[int, Message, float]]] = Deferred()
+        if self.pending_failures:
+            self.pending_failures -= 1
+            d.errback(Failure(RuntimeError("no such column: ft")))
+        else:
+            d.callback(self.left)
+        return d
+
+    def purge(self) -> Deferred[int]:
+        self.purges += 1
+        d: Deferred[int] = Deferred()
+        if self.purge_failures:
+            self.purge_failures -= 1
+            d.errback(Failure(RuntimeError("disk I/O error")))
+        else:
+            d.callback(0)
+        return d
+
+    def close(self) -> Deferred[None]:
+        self.closed = True
+        d: Deferred[None] = Deferred()
+        d.callback(None)
+        return d
+
+
+class Forwarder(TestCase):
+    """The forwarder service: outbox recovery and purges, on a fake clock."""
+
+    def forwarder(self, outbox: ScriptedOutbox) -> tuple[ForwarderService, FakePublisher, Clock]:
+        clock, publisher = Clock(), FakePublisher()
+        delivery = Delivery(publisher, clock, store=outbox)
+        service = ForwarderService(publisher, delivery, outbox, clock, recovery_backoff=NO_JITTER)
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service, publisher, clock
+
+    def test_failed_recovery_is_logged_degraded_and_retried(self) -> None:
+        outbox = ScriptedOutbox(start_failures=1, pending_failures=2)
+        service, publisher, clock = self.forwarder(outbox)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        health = service.health()
+        self.assertIs(health["ok"], False)
+        self.assertIn("outbox recovery failed 1 times (database is locked)", health["reason"])
+        self.assertEqual(publisher.calls, [])  # held: nothing may overtake what is on disk
+        service.delivery.submit(msg("a", 1))
+        clock.advance(1.0)
+        clock.advance(2.0)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+        self.assertIn("3 times (no such column: ft)", service.health()["reason"])
+        self.assertFalse(service.recovered.called)
+        clock.advance(4.0)  # the fourth attempt succeeds
+        self.assertEqual(self.successResultOf(service.recovered), 1)
+        self.assertNotIn("reason", service.health())
+        self.assertIs(service.health()["ok"], True)
+        publisher.ack()
+        publisher.ack()
+        self.assertEqual(publisher.sent_ids(), ["a-0", "a-1"])
+
+    def test_stopping_ends_the_retries(self) -> None:
+        outbox = ScriptedOutbox(pending_failures=100)
+        service, _, clock = self.forwarder(outbox)
+        service.stopService()
+        self.flushLoggedErrors(RuntimeError)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertTrue(outbox.closed)
+
+    def test_a_failed_purge_does_not_stop_the_purges(self) -> None:
+        outbox = ScriptedOutbox(purge_failures=2)
+        service, _, clock = self.forwarder(outbox)
+        self.assertEqual(outbox.purges, 1)  # at start, once recovered
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(service.health()["lastPurgeError"], "disk I/O error")
+        clock.advance(ForwarderService.PURGE_INTERVAL)
+        self.assertEqual(outbox.purges, 2)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        clock.advance(ForwarderService.PURGE_INTERVAL)
+        clock.advance(ForwarderService.PURGE_INTERVAL)
+        self.assertEqual(outbox.purges, 4)
+        self.assertNotIn("lastPurgeError", service.health())
+        assert service.purger is not None
+        self.assertEqual(service.purger.failures, 2)
+
+    def test_a_purge_that_raises_is_a_failure_too(self) -> None:
+        calls: list[int] = []
+
+        def purge() -> None:
+            calls.append(1)
+            raise ValueError("boom")
+
+        clock = Clock()
+        periodic = PeriodicService("test job", 10.0, purge, clock)
+        periodic.startService()
+        self.addCleanup(periodic.stopService)
+        clock.advance(10.0)
+        clock.advance(10.0)
+        self.assertEqual((len(calls), periodic.failures), (3, 3))
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 3)
+
+
+class RecoveryOfTheRealService(TestCase):
+    """/healthz of the whole proxy while its outbox cannot be read."""
+
+    @inlineCallbacks
+    def test_healthz_degraded_while_the_outbox_cannot_be_recovered(self) -> None:
+        data_dir = self.mktemp()
+        os.makedirs(data_dir)
+        with closing(sqlite3.connect(os.path.join(data_dir, "outbox.sqlite3"))) as db:
+            db.execute("CREATE TABLE outbox (key INTEGER PRIMARY KEY)")  # from some other program
+            db.commit()
+        _, url = start_consumer(self)
+        proxy = start_proxy(self, servers=url, data_dir=data_dir)
+        assert proxy.forwarder is not None
+        for _ in range(200):
+            if proxy.forwarder.recovery_failures:
+                break
+            yield settle(0.01)
+        code, health = yield rest(proxy, "GET", "/healthz")
+        self.assertEqual(code, 503, health)
+        self.assertIn("forwarder", health["degraded"])
+        self.assertIs(health["forwarder"]["ok"], False)
+        self.assertIn("outbox recovery failed", health["forwarder"]["reason"])
+        self.assertIn("no such column", health["forwarder"]["reason"])
+        self.flushLoggedErrors(sqlite3.OperationalError)

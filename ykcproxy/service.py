@@ -436,8 +436,8 @@ class ProxyService(MultiService):
         }
         ok = parts["pilePort"] and parts["restPort"]
         degraded = []
-        if self.publisher is not None and self.delivery is not None:
-            forwarder = {**self.publisher.health(), **self.delivery.health()}
+        if self.forwarder is not None and self.delivery is not None:
+            forwarder = self.forwarder.health()
             parts["forwarder"] = forwarder
             if not forwarder.get("ok", True):
                 degraded.append("forwarder")
