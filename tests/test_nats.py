@@ -414,3 +414,46 @@ class JetStream(NatsCase):
         yield pub.start()
         yield server.stop()
         yield self.assert_fails_within(pub.publish(message(0)), 1.5, PublishError, "no JetStream ack")
+
+
+class NonBlockingStop(TestCase):
+    """The reactor thread never waits for the NATS thread to end."""
+
+    @inlineCallbacks
+    def test_thread_still_unwinding_does_not_stall_the_reactor(self) -> Any:
+        import threading
+        import time
+
+        pub = NatsPublisher(["127.0.0.1:1"], reactor=reactor)
+        release = threading.Event()
+        # A NATS thread that said it is finishing and still needs a while to end.
+        pub._thread = threading.Thread(target=release.wait, args=(5.0,), daemon=True)
+        pub._thread.start()
+        self.addCleanup(release.set)
+        pub._state = "stopping"
+        stopped: Deferred[None] = Deferred()
+        pub._stop_waiters.append(stopped)
+        began = time.monotonic()
+        pub._thread_finished()
+        self.assertLess(time.monotonic() - began, 0.05, "the reactor thread waited for the NATS thread")
+        self.assertFalse(stopped.called)
+        reactor.callLater(0.2, release.set)
+        yield timeout_deferred(stopped, 5.0, "stop")
+        self.assertFalse(pub._thread.is_alive())
+        self.assertEqual(pub._state, "stopped")
+
+    @inlineCallbacks
+    def test_real_stop_returns_at_once(self) -> Any:
+        """stop() of a running publisher returns without blocking, and its Deferred fires."""
+        import time
+
+        server = NatsServer(reactor)
+        self.addCleanup(server.cleanup)
+        yield server.start()
+        pub = NatsPublisher([server.url], reactor=reactor, connect_timeout=3.0)
+        yield pub.start()
+        began = time.monotonic()
+        d = pub.stop()
+        self.assertLess(time.monotonic() - began, 0.05)
+        yield timeout_deferred(d, 10.0, "stop")
+        self.assertEqual(pub._state, "stopped")

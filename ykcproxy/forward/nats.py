@@ -14,7 +14,8 @@ measurements):
 
 Deferreds are created, fired and cancelled only in the reactor thread; asyncio
 objects are touched only in the NATS thread.  The reactor thread never blocks
-(the one ``Thread.join`` happens after the thread said it is finished).
+(it never joins the NATS thread: it polls ``is_alive()`` after the thread
+said it is finishing).
 
 Plain mode: a publish's Deferred fires once a PING sent *after* its PUB got its
 PONG (a flush round trip).  Flushes are coalesced: one is in flight at a time
@@ -453,10 +454,23 @@ class NatsPublisher:
                 for item in items:
                     item.deferred.errback(PublishError(error))
 
+    #: Seconds between checks that the NATS thread has ended, after it said it is finishing.
+    JOIN_POLL = 0.01
+
     def _thread_finished(self) -> None:
-        if self._thread is not None:
-            # The thread's last act was to schedule this call: join is immediate.
-            self._thread.join(1.0)
+        """The NATS thread's last act was to schedule this: wait for it to end, without blocking.
+
+        The reactor thread never joins (a join could stall it while the thread
+        is still unwinding); it checks ``is_alive()`` on the reactor's clock
+        until the thread has ended, then finishes the stop.  (The stop guard
+        still abandons a thread that never ends.)
+        """
+        if self._state == "stopped":  # abandoned by the stop guard meanwhile
+            return
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            self._reactor.callLater(self.JOIN_POLL, self._thread_finished)
+            return
         self._finish_stop()
 
     def _stop_overdue(self) -> None:
