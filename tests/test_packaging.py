@@ -73,7 +73,10 @@ class RoundTrip(TestCase):
         site = yield self.run_ok([python, "-c", purelib], work)
         with open(os.path.join(site.strip(), "_test_dependencies.pth"), "w") as f:
             f.write(sysconfig.get_paths()["purelib"] + "\n")
-        yield self.run_ok([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", wheel], work)
+        yield self.run_ok(
+            [python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed", wheel],
+            work,
+        )
 
         where = yield self.run_ok([python, "-c", "import ykcproxy; print(ykcproxy.__file__)"], work)
         self.assertTrue(where.strip().startswith(fresh), where)

@@ -16,7 +16,6 @@ from typing import Any
 import attrs
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from ykcproxy import __version__
@@ -28,6 +27,7 @@ from ykcproxy.forward.base import IPublisher, Message
 from ykcproxy.forward.delivery import Backoff, Delivery
 from ykcproxy.forward.envelope import Envelope
 from ykcproxy.forward.outbox import SqliteOutbox
+from ykcproxy.forward.service import ForwarderService
 from ykcproxy.listeners import Listener
 from ykcproxy.metrics import Metrics
 from ykcproxy.operations import OperationsService, stop_within
@@ -49,68 +49,6 @@ class PileListener(Listener):
     def stopService(self) -> Deferred[None] | None:
         self.factory.close_all("shutdown")
         return super().stopService()
-
-
-class ForwarderService(Service):
-    """Starts the publisher and recovers the outbox; on stop, stops retrying and disconnects.
-
-    With a durable outbox, what it still holds from the last run is delivered
-    first, in order, before anything received since.
-    """
-
-    #: How often delivered 0x3B records past their retention are purged.
-    PURGE_INTERVAL = 3600.0
-
-    def __init__(
-        self, publisher: IPublisher, delivery: Delivery, outbox: SqliteOutbox | None, clock: Any
-    ) -> None:
-        self.publisher = publisher
-        self.delivery = delivery
-        self.outbox = outbox
-        self.clock = clock
-        self._purge: LoopingCall | None = None
-        self.recovered: Deferred[int] = Deferred()
-        #: Fires once the publisher is usable (never, if it could not start).
-        self.started: Deferred[None] = Deferred()
-
-    def startService(self) -> None:
-        super().startService()
-        d = self.publisher.start()
-
-        def failed(f: Any) -> None:
-            log.error("{name} forwarder not started: {e}", name=self.publisher.name, e=f.value)
-
-        d.addCallbacks(self.started.callback, failed)
-        if self.outbox is None:
-            self.recovered.callback(0)
-            return
-        self.outbox.start()
-        self.delivery.hold()
-        pending = self.outbox.pending()
-
-        def restore(items: list[Any]) -> int:
-            if items:
-                log.info("outbox: {n} undelivered messages from the last run go first", n=len(items))
-            self.delivery.restore(items)
-            return len(items)
-
-        pending.addCallback(restore).chainDeferred(self.recovered)
-        self._purge = LoopingCall(self.outbox.purge)
-        self._purge.clock = self.clock
-        self._purge.start(self.PURGE_INTERVAL, now=True).addErrback(
-            lambda f: log.failure("outbox purge failed", f)
-        )
-
-    def stopService(self) -> Deferred[None]:
-        super().stopService()
-        if self._purge is not None and self._purge.running:
-            self._purge.stop()
-        self.delivery.stop()
-        d = self.publisher.stop()
-        if self.outbox is not None:
-            outbox = self.outbox
-            d.addBoth(lambda _: outbox.close())
-        return d
 
 
 def make_publisher(config: ProxyConfig, reactor: Any) -> IPublisher | None:
@@ -194,7 +132,6 @@ def build_forwarding(
         high_water=config.outbox_limit,
         on_pressure=on_pressure,
     )
-    delivery.single_publish = config.messaging is MessagingType.NATS
     metrics.gauge_function(metrics.outbox_depth, lambda: delivery.depth)
     metrics.gauge_function(metrics.outbox_oldest, delivery.oldest_age)
     metrics.gauge_function(metrics.reading_paused, lambda: float(delivery.pressure))
@@ -404,8 +341,8 @@ class ProxyService(MultiService):
         }
         ok = parts["pilePort"] and parts["restPort"]
         degraded = []
-        if self.publisher is not None and self.delivery is not None:
-            forwarder = {**self.publisher.health(), **self.delivery.health()}
+        if self.forwarder is not None and self.delivery is not None:
+            forwarder = self.forwarder.health()
             parts["forwarder"] = forwarder
             if not forwarder.get("ok", True):
                 degraded.append("forwarder")

@@ -15,7 +15,7 @@ from twisted.web.error import SchemeNotSupported
 from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
 from zope.interface import implementer
 
-from ykcproxy.forward.base import IPublisher, Message, PublishError
+from ykcproxy.forward.base import IBatchPublisher, Message, PublishError
 
 log = Logger()
 
@@ -114,7 +114,7 @@ def webhook_client(reactor: Any, pool: HTTPConnectionPool, connect_timeout: floa
     return HTTPClient(agent, data_to_body_producer=BytesBody)
 
 
-@implementer(IPublisher)
+@implementer(IBatchPublisher)
 class HttpPublisher:
     """POSTs each message to ``<endpoint>/<ft>``.
 
@@ -124,6 +124,8 @@ class HttpPublisher:
     """
 
     name = "http"
+    #: In batch mode even a lone message goes to ``<endpoint>/batch`` (one consumer route).
+    lone_via_publish = False
 
     def __init__(
         self,
