@@ -36,6 +36,7 @@ class Post:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    raw: bytes = b""
 
 
 class Consumer(Resource):
@@ -57,9 +58,10 @@ class Consumer(Resource):
         self._waiters: list[tuple[Callable[[list[Post]], bool], Deferred[None]]] = []
 
     def render_POST(self, request: Any) -> Any:
-        body = json.loads(request.content.read())
+        raw = request.content.read()
+        body = json.loads(raw)
         headers = {k.decode().lower(): v[0].decode() for k, v in request.requestHeaders.getAllRawHeaders()}
-        post = Post(request.path.decode(), headers, body)
+        post = Post(request.path.decode(), headers, body, raw)
         code = self.answer(post)
         if 200 <= code < 300:
             (self.sessions if post.path == "/session" else self.posts).append(post)

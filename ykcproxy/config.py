@@ -94,6 +94,9 @@ class ProxyConfig:
     http_timeout: float
     http_concurrency: int
     http_batch: int
+    http_headers: tuple[tuple[str, str], ...]
+    http_signing_key_file: str
+    http_ca_file: str
     data_dir: str
     retention_days: float
     dead_letter_after: float

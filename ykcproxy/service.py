@@ -57,9 +57,19 @@ def make_publisher(config: ProxyConfig, reactor: Any) -> IPublisher | None:
         return None
     if config.messaging is MessagingType.HTTP:
         from ykcproxy.forward.http import HttpPublisher
+        from ykcproxy.options.checks import load_ca_file, read_secret_file
 
+        key = None
+        if config.http_signing_key_file:
+            key = read_secret_file("httpSigningKeyFile", config.http_signing_key_file).encode()
         return HttpPublisher(
-            config.servers, reactor, timeout=config.http_timeout, max_connections=config.http_concurrency
+            config.servers,
+            reactor,
+            timeout=config.http_timeout,
+            max_connections=config.http_concurrency,
+            headers=config.http_headers,
+            signing_key=key,
+            trust_root=load_ca_file(config.http_ca_file) if config.http_ca_file else None,
         )
     from ykcproxy.forward.nats import NatsPublisher
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ykcproxy.config import CrcMode, LogFormat, LogLevelName, MessagingType
 from ykcproxy.options.declaration import Option
-from ykcproxy.options.kinds import Choice, Flag, Items, Port, Seconds, Text, Whole, Zone
+from ykcproxy.options.kinds import Choice, Flag, Header, Items, Port, Seconds, Text, Whole, Zone
 from ykcproxy.wire.fields import SHANGHAI
 
 PILE = "Pile port"
@@ -260,6 +260,31 @@ OPTIONS: tuple[Option, ...] = (
         "Batch mode: POST up to this many messages as one JSON array to <endpoint>/batch (0: off).",
         FORWARD,
         "http_batch",
+    ),
+    Option(
+        "httpHeader",
+        Header(),
+        (),
+        "'Name: value' added to every webhook POST (repeatable; e.g. 'Authorization: Bearer ...').",
+        FORWARD,
+        "http_headers",
+        secret=True,
+    ),
+    Option(
+        "httpSigningKeyFile",
+        Text(),
+        "",
+        "A file whose bytes sign every webhook POST: X-Ykcproxy-Signature: t=<unix s>,v1=<HMAC-SHA256 hex>.",
+        FORWARD,
+        "http_signing_key_file",
+    ),
+    Option(
+        "httpCaFile",
+        Text(),
+        "",
+        "CA certificates (PEM) that webhook TLS certificates are checked against instead of the system's.",
+        FORWARD,
+        "http_ca_file",
     ),
     # Durable delivery.
     Option(
