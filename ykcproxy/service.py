@@ -27,6 +27,7 @@ from ykcproxy.forward.base import IPublisher, Message
 from ykcproxy.forward.delivery import Backoff, Delivery
 from ykcproxy.forward.envelope import Envelope
 from ykcproxy.forward.outbox import SqliteOutbox
+from ykcproxy.forward.records import RecordStore, RecordStoreService
 from ykcproxy.forward.service import ForwarderService
 from ykcproxy.listeners import Listener
 from ykcproxy.metrics import Metrics
@@ -215,11 +216,20 @@ def build_pile_side(
     envelope: Envelope,
     observers: Sequence[FrameObserver] = (),
     on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    records: RecordStore | None = None,
 ) -> tuple[PileServerFactory, PileListener]:
     """The pile protocol factory and the listener of the pile port."""
     codec = Codec(ctx=Context(tz=config.tz))
     piles = PileServerFactory(
-        config, reactor, delivery, metrics, codec, observers=observers, envelope=envelope, on_event=on_event
+        config,
+        reactor,
+        delivery,
+        metrics,
+        codec,
+        observers=observers,
+        envelope=envelope,
+        on_event=on_event,
+        records=records,
     )
     option = "pileEndpoint" if config.pile_endpoint else "tcpPort"
     listener = PileListener("pile port", option, config.pile_endpoint_description, piles, reactor)
@@ -235,6 +245,7 @@ def build_api(
     forwarding: Forwarding | None,
     sessions: SessionTracker,
     console: Console,
+    records: SqliteOutbox | None = None,
 ) -> tuple[Any, Listener]:
     """The REST application and the listener of the API port."""
     from ykcproxy.api.app import ControlApi
@@ -243,7 +254,7 @@ def build_api(
     from ykcproxy.console.handlers import ConsoleHandlers
 
     delivery = forwarding.delivery if forwarding else None
-    outbox = forwarding.outbox if forwarding else None
+    outbox = forwarding.outbox if forwarding else records
     handlers = [
         OutboxHandlers(delivery, outbox, config.max_body_bytes),
         SessionHandlers(sessions),
@@ -262,7 +273,8 @@ def warn_about(config: ProxyConfig) -> None:
             "no consumer configured (--messagingServerType {type}, --servers empty): standalone mode. "
             "Frames are neither stored nor forwarded; logins, heartbeats and billing-model checks are "
             "answered here (autoVerification={v}, autoHeartbeatResponse={h}, autoBillingModelVerify={b}); "
-            "0x3B records are confirmed only with --autoTransactionRecordConfirm true",
+            "0x3B records are kept for GET /transactions (with --dataDir) and confirmed only with "
+            "--autoTransactionRecordConfirm true",
             type=config.messaging.value,
             v=config.auto_verification,
             h=config.auto_heartbeat_response,
@@ -313,6 +325,16 @@ class ProxyService(MultiService):
         self.forwarder = forwarding.service if forwarding else None
         if self.forwarder is not None:
             self.forwarder.setServiceParent(self)
+        #: Standalone mode: 0x3B records kept for GET /transactions (nothing else is stored).
+        self.records: SqliteOutbox | None = None
+        record_store = None
+        if forwarding is None and config.data_dir:
+            self.records = SqliteOutbox(
+                config.data_dir, reactor, retention=config.retention_days * 86400, start=False
+            )
+            RecordStoreService(self.records, reactor).setServiceParent(self)
+            record_store = RecordStore(self.records)
+            log.info("standalone: 0x3B records kept in {path}", path=self.records.path)
         envelope = Envelope(reactor)
         self.console = build_console(config, reactor)
         submit = self.delivery.submit if self.delivery is not None else None
@@ -326,12 +348,21 @@ class ProxyService(MultiService):
             envelope,
             observers=[self.sessions, self.console.history],
             on_event=self.console.hub.publish,
+            records=record_store,
         )
         self.pile_listener.setServiceParent(self)
         if self.piles.allow_list is not None:
             self.reloads.register("allowList", self._reload_allow_list)
         self.api, self.rest_listener = build_api(
-            config, reactor, self.piles, self.metrics, self.health, forwarding, self.sessions, self.console
+            config,
+            reactor,
+            self.piles,
+            self.metrics,
+            self.health,
+            forwarding,
+            self.sessions,
+            self.console,
+            self.records,
         )
         self.rest_listener.setServiceParent(self)
 

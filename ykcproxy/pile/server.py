@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from ykcproxy.config import CrcMode, ProxyConfig
 from ykcproxy.forward.delivery import Delivery
 from ykcproxy.forward.envelope import Envelope
+from ykcproxy.forward.records import RecordStore
 from ykcproxy.metrics import Metrics
 from ykcproxy.pile.allowlist import AllowList
 from ykcproxy.pile.dispatch import HANDLERS, LOGIN, LOGIN_REPLY, TIME_SYNC, TRANSACTION_CONFIRM, Handler
@@ -71,6 +72,7 @@ class PileServerFactory(Factory):
         observers: Sequence[FrameObserver] = (),
         envelope: Envelope | None = None,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        records: RecordStore | None = None,
     ) -> None:
         """``allow_list`` defaults to the file ``config.allow_list`` names (none if empty).
 
@@ -110,7 +112,10 @@ class PileServerFactory(Factory):
         self._observe_up = _by_type(self.observers, "up_types")
         self._observe_down = _by_type(self.observers, "down_types")
         self._frames_in = self.metrics.frames_in
-        self.auto_confirm = config.auto_transaction_record_confirm and forward is not None
+        #: Where 0x3B records go when nothing is forwarded (standalone mode).
+        self.records = records
+        store = forward if forward is not None else records
+        self.auto_confirm = config.auto_transaction_record_confirm and store is not None
         self.metrics.gauge_function(self.metrics.connections, lambda: len(self.connections))
         self.metrics.gauge_function(self.metrics.piles, lambda: len(self.registry))
         self.metrics.gauge_function(self.metrics.pending_logins, lambda: self.registry.pending_count)
