@@ -12,6 +12,7 @@ from twisted.protocols import portforward
 from twisted.trial.unittest import TestCase
 
 from tests.nats_server import NatsServer, connect_client, timeout_deferred
+from tests.support import until
 from ykcproxy.forward.base import IPublisher, Message, PublishError
 from ykcproxy.forward.nats import NatsConnectError, NatsPublisher, _GroupOutcome
 
@@ -27,16 +28,6 @@ def message(i: int, ft: str | None = None, message_id: str | None = None) -> Mes
         {"header": {"frameId": ft, "messageId": mid, "seq": i, "raw": "68" + "0" * 300}, "id": PILE, "n": i}
     ).encode()
     return Message(ft=ft, pile_id=PILE, message_id=mid, payload=payload)
-
-
-@inlineCallbacks
-def until(predicate: Any, timeout: float = 5.0) -> Any:
-    """Poll ``predicate`` on the reactor until it is true."""
-    for _ in range(int(timeout / 0.01)):
-        if predicate():
-            return
-        yield deferLater(reactor, 0.01, lambda: None)
-    raise AssertionError(f"still false after {timeout} s: {predicate}")
 
 
 class CuttableProxy(portforward.ProxyFactory):

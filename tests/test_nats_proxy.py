@@ -152,8 +152,7 @@ class JetStreamMissing(TestCase):
     @inlineCallbacks
     def test_healthz_degraded_when_the_server_has_no_jetstream(self):
         """--natsJetStream true against a server without -js: /healthz says so (503, with the reason)."""
-        from tests.support import rest
-        from tests.test_nats import until
+        from tests.support import rest, until
 
         server = NatsServer()
         self.addCleanup(server.cleanup)

@@ -11,8 +11,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
-from tests.support import start_proxy
-from tests.test_rest import call
+from tests.support import call, start_proxy
 from ykcproxy.api.app import ControlApi
 from ykcproxy.api.outbox_handlers import OutboxHandlers
 from ykcproxy.api.routes import Param, Reply, Route
