@@ -19,6 +19,9 @@ from twisted.internet.testing import StringTransport
 from ykcproxy.api.app import ControlApi
 from ykcproxy.api.outbox_handlers import OutboxHandlers
 from ykcproxy.api.session_handlers import SessionHandlers
+from ykcproxy.console.events import EventHub
+from ykcproxy.console.handlers import ConsoleHandlers
+from ykcproxy.console.history import FrameHistory
 from ykcproxy.metrics import Metrics
 from ykcproxy.options import default_config
 from ykcproxy.pile.server import PileServerFactory
@@ -73,11 +76,21 @@ class StubApi:
         self.config = default_config(**{"auto_verification": True, **settings})
         self.metrics = Metrics()
         self.sessions = SessionTracker(self.clock, lambda body, key: None)
-        self.piles = PileServerFactory(self.config, self.clock, None, self.metrics, observers=[self.sessions])
+        self.hub = EventHub(self.clock)
+        self.history = FrameHistory(self.clock, self.config.frame_history)
+        self.piles = PileServerFactory(
+            self.config,
+            self.clock,
+            None,
+            self.metrics,
+            observers=[self.sessions, self.history],
+            on_event=self.hub.publish,
+        )
         handlers = [
             *handlers,
             OutboxHandlers(None, None, self.config.max_body_bytes),
             SessionHandlers(self.sessions),
+            ConsoleHandlers(self.history, self.hub, files={"index.html": b"<html></html>"}),
         ]
         self.api = ControlApi(
             self.piles, self.metrics, self.health, self.config, handlers=handlers, routes=routes

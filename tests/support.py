@@ -36,6 +36,7 @@ class Post:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    raw: bytes = b""
 
 
 class Consumer(Resource):
@@ -57,9 +58,10 @@ class Consumer(Resource):
         self._waiters: list[tuple[Callable[[list[Post]], bool], Deferred[None]]] = []
 
     def render_POST(self, request: Any) -> Any:
-        body = json.loads(request.content.read())
+        raw = request.content.read()
+        body = json.loads(raw)
         headers = {k.decode().lower(): v[0].decode() for k, v in request.requestHeaders.getAllRawHeaders()}
-        post = Post(request.path.decode(), headers, body)
+        post = Post(request.path.decode(), headers, body, raw)
         code = self.answer(post)
         if 200 <= code < 300:
             (self.sessions if post.path == "/session" else self.posts).append(post)
@@ -153,20 +155,53 @@ def login(test: TestCase, service: ProxyService, pile_id: str, **kw: Any) -> Any
     return link
 
 
+@attrs.frozen
+class Http:
+    """An answer of the REST API."""
+
+    code: int
+    body: Any
+    headers: dict[str, str]
+
+
 @inlineCallbacks
-def rest(service: ProxyService, method: str, path: str, body: Any = None, raw: bytes | None = None) -> Any:
-    """Call the REST API; returns (status code, decoded JSON or text)."""
-    url = f"http://127.0.0.1:{service.http_port}{path}"
+def call(
+    proxy: Any,
+    method: str,
+    path: str,
+    body: Any = None,
+    raw: bytes | None = None,
+    headers: dict[bytes, list[bytes]] | None = None,
+) -> Any:
+    """Call the proxy's REST API over loopback; returns an :class:`Http`."""
+    url = f"http://127.0.0.1:{proxy.http_port}{path}"
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    response = yield treq.request(
-        method, url, data=data, headers={b"Content-Type": [b"application/json"]}, pool=_POOL
-    )
+    sent = {b"Content-Type": [b"application/json"], **(headers or {})}
+    response = yield treq.request(method, url, data=data, headers=sent, pool=_POOL)
     content = yield response.content()
     try:
         decoded = json.loads(content)
     except ValueError:
         decoded = content.decode()
-    return response.code, decoded
+    got = {k.decode().lower(): v[0].decode() for k, v in response.headers.getAllRawHeaders()}
+    return Http(response.code, decoded, got)
+
+
+@inlineCallbacks
+def rest(service: ProxyService, method: str, path: str, body: Any = None, raw: bytes | None = None) -> Any:
+    """Call the REST API; returns (status code, decoded JSON or text)."""
+    answer = yield call(service, method, path, body, raw)
+    return answer.code, answer.body
+
+
+@inlineCallbacks
+def until(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
+    """Let the real reactor run until ``predicate()`` holds (fails after ``timeout``)."""
+    deadline = reactor.seconds() + timeout
+    while not predicate():
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"still false after {timeout} s: {predicate}")
+        yield settle(0.01)
 
 
 def settle(seconds: float = 0.05) -> Deferred[None]:

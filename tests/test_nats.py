@@ -12,6 +12,7 @@ from twisted.protocols import portforward
 from twisted.trial.unittest import TestCase
 
 from tests.nats_server import NatsServer, connect_client, timeout_deferred
+from tests.support import until
 from ykcproxy.forward.base import IPublisher, Message, PublishError
 from ykcproxy.forward.nats import NatsConnectError, NatsPublisher, _GroupOutcome
 
@@ -27,16 +28,6 @@ def message(i: int, ft: str | None = None, message_id: str | None = None) -> Mes
         {"header": {"frameId": ft, "messageId": mid, "seq": i, "raw": "68" + "0" * 300}, "id": PILE, "n": i}
     ).encode()
     return Message(ft=ft, pile_id=PILE, message_id=mid, payload=payload)
-
-
-@inlineCallbacks
-def until(predicate: Any, timeout: float = 5.0) -> Any:
-    """Poll ``predicate`` on the reactor until it is true."""
-    for _ in range(int(timeout / 0.01)):
-        if predicate():
-            return
-        yield deferLater(reactor, 0.01, lambda: None)
-    raise AssertionError(f"still false after {timeout} s: {predicate}")
 
 
 class CuttableProxy(portforward.ProxyFactory):
@@ -414,3 +405,116 @@ class JetStream(NatsCase):
         yield pub.start()
         yield server.stop()
         yield self.assert_fails_within(pub.publish(message(0)), 1.5, PublishError, "no JetStream ack")
+
+
+class NonBlockingStop(TestCase):
+    """The reactor thread never waits for the NATS thread to end."""
+
+    @inlineCallbacks
+    def test_thread_still_unwinding_does_not_stall_the_reactor(self) -> Any:
+        import threading
+        import time
+
+        pub = NatsPublisher(["127.0.0.1:1"], reactor=reactor)
+        release = threading.Event()
+        # A NATS thread that said it is finishing and still needs a while to end.
+        pub._thread = threading.Thread(target=release.wait, args=(5.0,), daemon=True)
+        pub._thread.start()
+        self.addCleanup(release.set)
+        pub._state = "stopping"
+        stopped: Deferred[None] = Deferred()
+        pub._stop_waiters.append(stopped)
+        began = time.monotonic()
+        pub._thread_finished()
+        self.assertLess(time.monotonic() - began, 0.05, "the reactor thread waited for the NATS thread")
+        self.assertFalse(stopped.called)
+        reactor.callLater(0.2, release.set)
+        yield timeout_deferred(stopped, 5.0, "stop")
+        self.assertFalse(pub._thread.is_alive())
+        self.assertEqual(pub._state, "stopped")
+
+    @inlineCallbacks
+    def test_real_stop_returns_at_once(self) -> Any:
+        """stop() of a running publisher returns without blocking, and its Deferred fires."""
+        import time
+
+        server = NatsServer(reactor)
+        self.addCleanup(server.cleanup)
+        yield server.start()
+        pub = NatsPublisher([server.url], reactor=reactor, connect_timeout=3.0)
+        yield pub.start()
+        began = time.monotonic()
+        d = pub.stop()
+        self.assertLess(time.monotonic() - began, 0.05)
+        yield timeout_deferred(d, 10.0, "stop")
+        self.assertEqual(pub._state, "stopped")
+
+
+class JetStreamAvailability(NatsCase):
+    """JetStream mode: whether the server has JetStream is found out when connecting."""
+
+    def capture_log(self) -> list[dict[str, Any]]:
+        from twisted.logger import globalLogPublisher
+
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        return events
+
+    @inlineCallbacks
+    def test_server_without_jetstream(self) -> Any:
+        """Logged, degraded in health, and a publish fails at once (not after publish_timeout)."""
+        events = self.capture_log()
+        server = yield self.server()  # no -js
+        client, _ = yield self.subscriber(server)  # a plain consumer: no "no responders" either
+        pub = self.publisher(server.url, jetstream=True, publish_timeout=10.0)
+        yield pub.start()
+        yield until(lambda: pub.health()["jetstreamState"] == "unavailable")
+        health = pub.health()
+        self.assertIs(health["ok"], False)
+        self.assertIn("JetStream is not enabled on the NATS server", health["reason"])
+        f = yield self.assert_fails_within(
+            pub.publish(message(0)), 1.0, PublishError, "JetStream is not enabled", "-js"
+        )
+        self.assertNotIn("no JetStream stream", str(f))
+        (logged,) = [e for e in events if e.get("jetstream_state") == "unavailable"]
+        self.assertEqual(logged["log_level"].name, "error")
+        self.assertIn("-js", logged["reason"])
+
+    @inlineCallbacks
+    def test_server_with_jetstream(self) -> Any:
+        events = self.capture_log()
+        server = yield self.server(jetstream=True)
+        client = yield connect_client(server.port)
+        yield client.add_stream("YKC", ["charge.proxy.ykc.>"], storage="memory")
+        client.transport.loseConnection()
+        pub = self.publisher(server.url, jetstream=True)
+        yield pub.start()
+        yield pub.publish(message(0))  # waits for the probe, then is acked
+        health = pub.health()
+        self.assertEqual(
+            (health["ok"], health["jetstreamState"], health["reason"]), (True, "available", None)
+        )
+        self.assertEqual(len([e for e in events if e.get("jetstream_state") == "available"]), 1)
+
+    @inlineCallbacks
+    def test_repeated_publish_failures_degrade_health(self) -> Any:
+        server = yield self.server(jetstream=True)  # JetStream, but no stream for the subjects
+        pub = self.publisher(server.url, jetstream=True, failures_to_degrade=3)
+        yield pub.start()
+        for i in range(2):
+            yield self.assertFailure(pub.publish(message(i)), PublishError)
+        self.assertIs(pub.health()["ok"], True)
+        yield self.assertFailure(pub.publish(message(2)), PublishError)
+        health = pub.health()
+        self.assertIs(health["ok"], False)
+        self.assertIn("the last 3 publishes failed: no JetStream stream", health["reason"])
+        client = yield connect_client(server.port)
+        yield client.add_stream("YKC", ["charge.proxy.ykc.>"], storage="memory")
+        client.transport.loseConnection()
+        yield pub.publish(message(3))
+        self.assertEqual((pub.health()["ok"], pub.health()["failingInARow"]), (True, 0))
+
+    def test_plain_mode_has_no_jetstream_state(self) -> None:
+        pub = NatsPublisher(["127.0.0.1:1"], reactor=reactor)
+        self.assertEqual(pub.health()["jetstreamState"], "off")

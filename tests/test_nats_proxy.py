@@ -146,3 +146,21 @@ class JetStreamRestart(TestCase):
             for trade in confirmed_while_down[pile]:
                 self.assertIn(trade, records)
         self.assertTrue(any(confirmed_while_down.values()))
+
+
+class JetStreamMissing(TestCase):
+    @inlineCallbacks
+    def test_healthz_degraded_when_the_server_has_no_jetstream(self):
+        """--natsJetStream true against a server without -js: /healthz says so (503, with the reason)."""
+        from tests.support import rest, until
+
+        server = NatsServer()
+        self.addCleanup(server.cleanup)
+        yield server.start()
+        proxy = start_proxy(self, messaging=MessagingType.NATS, servers=(server.url,), nats_jetstream=True)
+        yield proxy.forwarder.started
+        yield until(lambda: proxy.publisher.health()["jetstreamState"] == "unavailable")
+        code, health = yield rest(proxy, "GET", "/healthz")
+        self.assertEqual(code, 503, health)
+        self.assertIn("forwarder", health["degraded"])
+        self.assertIn("JetStream is not enabled", health["forwarder"]["reason"])

@@ -11,13 +11,15 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
-from tests.support import start_proxy
-from tests.test_rest import call
+from tests.support import call, start_proxy
 from ykcproxy.api.app import ControlApi
 from ykcproxy.api.outbox_handlers import OutboxHandlers
 from ykcproxy.api.routes import Param, Reply, Route
 from ykcproxy.api.session_handlers import SessionHandlers
 from ykcproxy.api.validation import request_schema
+from ykcproxy.console.events import EventHub
+from ykcproxy.console.handlers import ConsoleHandlers
+from ykcproxy.console.history import FrameHistory
 from ykcproxy.docs.restapi import ERROR_EXAMPLES, command_examples
 from ykcproxy.metrics import Metrics
 from ykcproxy.options import default_config
@@ -36,6 +38,7 @@ def make_api(handlers: Any = (), routes: Any = None) -> ControlApi:
         *handlers,
         OutboxHandlers(None, None, config.max_body_bytes),
         SessionHandlers(SessionTracker(Clock(), lambda body, key: None)),
+        ConsoleHandlers(FrameHistory(Clock(), 10), EventHub(Clock()), files={}),
     ]
     return ControlApi(piles, piles.metrics, lambda: {"ok": True}, config, handlers=handlers, routes=routes)
 

@@ -290,18 +290,45 @@ class Backpressure(TestCase):
         self.assertEqual(trades, [example(0x3B, PILES[0], salt=i)["tradeSeq"] for i in range(60)])
 
 
-class NoConsumer(TestCase):
+class Standalone(TestCase):
+    """No consumer: nothing is queued, but 0x3B records are kept and confirmed only when asked."""
+
     @inlineCallbacks
-    def test_nothing_stored_and_no_auto_confirm(self):
+    def test_records_kept_and_confirmed_when_asked(self):
         proxy = start_proxy(self, auto_verification=True, auto_transaction_record_confirm=True)
         self.assertIsNone(proxy.outbox)
+        self.assertIsNone(proxy.delivery)
         link = yield connect_pile(self, proxy)
         link.send(0x01, example(0x01, PILES[0]))
         yield link.expect(0x02)
-        link.send(0x3B, example(0x3B, PILES[0]))
-        yield settle(0.1)
-        self.assertEqual([r.code for r in link.received], [0x02])
-        code, _ = yield rest(proxy, "GET", "/transactions/" + example(0x3B, PILES[0])["tradeSeq"])
+        record = example(0x3B, PILES[0])
+        link.send(0x3B, record)
+        confirm = yield link.expect(0x40)
+        self.assertEqual(confirm.fields["tradeSeq"], record["tradeSeq"])
+        code, body = yield rest(proxy, "GET", "/transactions/" + record["tradeSeq"])
+        self.assertEqual(code, 200)
+        self.assertEqual(len(body["records"]), 1)
+
+    @inlineCallbacks
+    def test_no_confirm_by_default(self):
+        proxy = start_proxy(self, auto_verification=True)
+        link = yield connect_pile(self, proxy)
+        link.send(0x01, example(0x01, PILES[0]))
+        yield link.expect(0x02)
+        record = example(0x3B, PILES[0])
+        link.send(0x3B, record)
+        link.send(0x03, example(0x03, PILES[0]))
+        yield link.expect(0x04)
+        yield proxy.records.dead_letters()  # barrier: the writer thread has committed
+        self.assertEqual([r.code for r in link.received], [0x02, 0x04])
+        code, _ = yield rest(proxy, "GET", "/transactions/" + record["tradeSeq"])
+        self.assertEqual(code, 200)
+
+    @inlineCallbacks
+    def test_nothing_kept_without_a_data_dir(self):
+        proxy = start_proxy(self, auto_verification=True, data_dir="")
+        self.assertIsNone(proxy.records)
+        code, _ = yield rest(proxy, "GET", "/transactions/" + "1" * 32)
         self.assertEqual(code, 404)
 
 

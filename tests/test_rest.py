@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import attrs
 import treq
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
-from tests.support import connect_pile, login, reactor, settle, start_consumer, start_proxy
+from tests.support import call, connect_pile, login, reactor, settle, start_consumer, start_proxy, until
 from ykcproxy.wire.codec import Codec
 from ykcproxy.wire.examples import example
 from ykcproxy.wire.frames import CATALOGUE, Direction
@@ -25,38 +24,6 @@ OTHER = "32010200000002"
 CODEC = Codec()
 DOWNLINK = sorted(code for code, f in CATALOGUE.items() if f.direction is Direction.DOWN)
 _POOL = HTTPConnectionPool(reactor, persistent=False)
-
-
-@attrs.frozen
-class Http:
-    """An answer of the REST API."""
-
-    code: int
-    body: Any
-    headers: dict[str, str]
-
-
-@inlineCallbacks
-def call(
-    proxy: Any,
-    method: str,
-    path: str,
-    body: Any = None,
-    raw: bytes | None = None,
-    headers: dict[bytes, list[bytes]] | None = None,
-) -> Any:
-    """Call the proxy's REST API; returns an :class:`Http`."""
-    url = f"http://127.0.0.1:{proxy.http_port}{path}"
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    sent = {b"Content-Type": [b"application/json"], **(headers or {})}
-    response = yield treq.request(method, url, data=data, headers=sent, pool=_POOL)
-    content = yield response.content()
-    try:
-        decoded = json.loads(content)
-    except ValueError:
-        decoded = content.decode()
-    got = {k.decode().lower(): v[0].decode() for k, v in response.headers.getAllRawHeaders()}
-    return Http(response.code, decoded, got)
 
 
 def expected_fields(code: int, body: dict[str, Any]) -> dict[str, Any]:
@@ -76,16 +43,6 @@ def barrier(link: Any, pile_id: str = PILE) -> Any:
     """Wait until the proxy has handled everything the pile sent so far (a heartbeat round trip)."""
     link.send(0x03, example(0x03, pile_id))
     yield link.expect(0x04)
-
-
-@inlineCallbacks
-def until(predicate: Any, timeout: float = 5.0) -> Any:
-    """Let the reactor run until ``predicate()`` holds."""
-    deadline = reactor.seconds() + timeout
-    while not predicate():
-        if reactor.seconds() > deadline:
-            raise AssertionError("condition not reached in time")
-        yield settle(0.01)
 
 
 class EveryCommand(TestCase):

@@ -9,8 +9,8 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 import tests
-from tests.support import connect_pile, start_proxy
-from tests.test_rest import barrier, call
+from tests.support import call, connect_pile, start_proxy
+from tests.test_rest import barrier
 from ykcproxy.docs.restapi import PILE, REQUEST_SEQ, command_examples, error_examples, render_restapi_md
 from ykcproxy.wire.examples import example
 
@@ -96,7 +96,7 @@ class Replayed(TestCase):
 @inlineCallbacks
 def barrier_login(proxy: Any) -> Any:
     """Wait until the proxy holds the pending login of PILE."""
-    from tests.test_rest import until
+    from tests.support import until
 
     yield until(
         lambda: proxy.piles.registry.find(PILE) is not None and not proxy.piles.registry.find(PILE).logged_in

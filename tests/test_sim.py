@@ -324,3 +324,82 @@ class AgainstTheProxy(TestCase):
         self.assertEqual(dict(stats.outstanding), {})
         self.assertEqual(dict(stats.errors), {})
         self.assertGreater(stats.events["injected_bad_crc"], 0)
+
+
+class Ending(TestCase):
+    """How a simulator run ends: a clean close at its end, a summary when interrupted."""
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_normal_end_closes_cleanly(self) -> None:
+        """At the end of a run every pile goes offline at the server with reason ``closed``."""
+        consumer, url = start_consumer(self)
+        proxy = start_proxy(self, servers=url, auto_verification=True, auto_billing_model_verify=True)
+        fleet = Fleet(FleetSettings(port=proxy.tcp_port, piles=3, id_base=32010200000001), reactor)
+        yield fleet.start()
+        yield fleet.stop(drain=0.5)
+        yield consumer.wait_for(lambda posts: len([p for p in posts if p.path == "/offline"]) == 3)
+        self.assertEqual([p.body["reason"] for p in consumer.of("offline")], ["closed"] * 3)
+
+    @inlineCallbacks
+    def interrupt(self, signal: str) -> Any:
+        """Run ``ykcproxy-sim`` against the proxy, stop it with ``signal``; (stdout, summary, offline)."""
+        import json
+        import os
+        import sys
+
+        from twisted.internet.protocol import ProcessProtocol
+
+        consumer, url = start_consumer(self)
+        proxy = start_proxy(self, servers=url, auto_verification=True, auto_billing_model_verify=True)
+        json_out = self.mktemp()
+
+        class Sim(ProcessProtocol):
+            def __init__(self) -> None:
+                self.out = b""
+                self.err = b""
+                self.ended: Deferred[Any] = Deferred()
+
+            def outReceived(self, data: bytes) -> None:
+                self.out += data
+
+            def errReceived(self, data: bytes) -> None:
+                self.err += data
+
+            def processEnded(self, reason: Failure) -> None:
+                self.ended.callback(reason.value)
+
+        sim = Sim()
+        args = [sys.executable, "-m", "ykcproxy.sim.cli", "--port", str(proxy.tcp_port), "--piles", "3"]
+        args += ["--ramp", "0", "--warmup", "0", "--duration", "120", "--json-out", json_out]
+        transport = reactor.spawnProcess(sim, sys.executable, args, env=os.environ.copy())
+        for _ in range(1000):
+            if len(proxy.piles.registry) == 3 or sim.ended.called:
+                break
+            yield settle(0.02)
+        self.assertEqual(len(proxy.piles.registry), 3, sim.err.decode())
+        transport.signalProcess(signal)
+        ended = yield sim.ended
+        self.assertEqual(getattr(ended, "exitCode", None), 0, sim.err.decode())
+        with open(json_out) as f:
+            summary = json.load(f)
+        yield consumer.wait_for(lambda posts: len([p for p in posts if p.path == "/offline"]) == 3)
+        return sim.out.decode(), summary, [p.body["reason"] for p in consumer.of("offline")]
+
+    @inlineCallbacks
+    def test_sigterm_prints_and_writes_the_summary(self) -> None:
+        out, summary, offline = yield self.interrupt("TERM")
+        self.assertIn("ykcproxy-sim: 3 piles", out)
+        self.assertIn("frames sent:", out)
+        self.assertTrue(summary["run"]["interrupted"])
+        self.assertEqual(summary["run"]["loggedInOnce"], 3)
+        self.assertEqual(summary["received"]["02"], 3)
+        self.assertEqual(offline, ["closed"] * 3)
+
+    @inlineCallbacks
+    def test_ctrl_c_prints_and_writes_the_summary(self) -> None:
+        out, summary, offline = yield self.interrupt("INT")
+        self.assertIn("ykcproxy-sim: 3 piles", out)
+        self.assertTrue(summary["run"]["interrupted"])
+        self.assertEqual(offline, ["closed"] * 3)

@@ -23,6 +23,22 @@ class MessagingType(enum.Enum):
     NONE = "none"
 
 
+class LogFormat(enum.Enum):
+    """How log events are written."""
+
+    TEXT = "text"  #: twistd's classic lines
+    JSON = "json"  #: one JSON object per line, for log shippers
+
+
+class LogLevelName(enum.Enum):
+    """The least severe log level written."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARN = "warn"
+    ERROR = "error"
+
+
 class CrcMode(enum.Enum):
     """Which CRC byte orders the pile side accepts."""
 
@@ -78,6 +94,9 @@ class ProxyConfig:
     http_timeout: float
     http_concurrency: int
     http_batch: int
+    http_headers: tuple[tuple[str, str], ...]
+    http_signing_key_file: str
+    http_ca_file: str
     data_dir: str
     retention_days: float
     dead_letter_after: float
@@ -89,7 +108,11 @@ class ProxyConfig:
     api_token: str
     metrics_public: bool
     cors_origin: str
+    frame_history: int
     max_body_bytes: int
+    log_format: LogFormat
+    log_level: LogLevelName
+    shutdown_timeout: float
     #: The read-only token (from ``--apiReadTokenFile``; not an option of its own).
     api_read_token: str = ""
     #: First wait between delivery retries (not an option: min(0.5, retry_max)).

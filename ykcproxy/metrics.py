@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator, Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
+from ykcproxy import __version__
+
 
 class _TallyCollector:
     """Per-frame counters kept in plain dicts and turned into metrics at scrape time.
@@ -86,6 +88,8 @@ class Metrics:
         self.connections = Gauge("ykc_connections", "Open pile TCP connections", registry=r)
         self.piles = Gauge("ykc_piles_online", "Piles with an accepted login", registry=r)
         self.pending_logins = Gauge("ykc_pending_logins", "Logins waiting for an answer", registry=r)
+        self.build_info = Gauge("ykc_build_info", "The running version (always 1)", ["version"], registry=r)
+        self.build_info.labels(version=__version__).set(1)
         self.forward_failed = Counter(
             "ykc_forward_failed", "Delivery attempts that failed (retried later)", registry=r
         )

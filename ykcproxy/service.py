@@ -16,17 +16,22 @@ from typing import Any
 import attrs
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.web.server import Site
 
+from ykcproxy import __version__
+from ykcproxy.api.site import QuietSite
 from ykcproxy.config import MessagingType, ProxyConfig
+from ykcproxy.console.events import EventHub
+from ykcproxy.console.history import Entry, FrameHistory
 from ykcproxy.forward.base import IPublisher, Message
 from ykcproxy.forward.delivery import Backoff, Delivery
 from ykcproxy.forward.envelope import Envelope
 from ykcproxy.forward.outbox import SqliteOutbox
+from ykcproxy.forward.records import RecordStore, RecordStoreService
+from ykcproxy.forward.service import ForwarderService
 from ykcproxy.listeners import Listener
 from ykcproxy.metrics import Metrics
+from ykcproxy.operations import OperationsService, stop_within
 from ykcproxy.options import Options
 from ykcproxy.pile.observers import FrameObserver
 from ykcproxy.pile.server import PileServerFactory
@@ -47,77 +52,25 @@ class PileListener(Listener):
         return super().stopService()
 
 
-class ForwarderService(Service):
-    """Starts the publisher and recovers the outbox; on stop, stops retrying and disconnects.
-
-    With a durable outbox, what it still holds from the last run is delivered
-    first, in order, before anything received since.
-    """
-
-    #: How often delivered 0x3B records past their retention are purged.
-    PURGE_INTERVAL = 3600.0
-
-    def __init__(
-        self, publisher: IPublisher, delivery: Delivery, outbox: SqliteOutbox | None, clock: Any
-    ) -> None:
-        self.publisher = publisher
-        self.delivery = delivery
-        self.outbox = outbox
-        self.clock = clock
-        self._purge: LoopingCall | None = None
-        self.recovered: Deferred[int] = Deferred()
-        #: Fires once the publisher is usable (never, if it could not start).
-        self.started: Deferred[None] = Deferred()
-
-    def startService(self) -> None:
-        super().startService()
-        d = self.publisher.start()
-
-        def failed(f: Any) -> None:
-            log.error("{name} forwarder not started: {e}", name=self.publisher.name, e=f.value)
-
-        d.addCallbacks(self.started.callback, failed)
-        if self.outbox is None:
-            self.recovered.callback(0)
-            return
-        self.outbox.start()
-        self.delivery.hold()
-        pending = self.outbox.pending()
-
-        def restore(items: list[Any]) -> int:
-            if items:
-                log.info("outbox: {n} undelivered messages from the last run go first", n=len(items))
-            self.delivery.restore(items)
-            return len(items)
-
-        pending.addCallback(restore).chainDeferred(self.recovered)
-        self._purge = LoopingCall(self.outbox.purge)
-        self._purge.clock = self.clock
-        self._purge.start(self.PURGE_INTERVAL, now=True).addErrback(
-            lambda f: log.failure("outbox purge failed", f)
-        )
-
-    def stopService(self) -> Deferred[None]:
-        super().stopService()
-        if self._purge is not None and self._purge.running:
-            self._purge.stop()
-        self.delivery.stop()
-        d = self.publisher.stop()
-        if self.outbox is not None:
-            outbox = self.outbox
-            d.addBoth(lambda _: outbox.close())
-        return d
-
-
 def make_publisher(config: ProxyConfig, reactor: Any) -> IPublisher | None:
     """The publisher for ``config.messaging`` (None: nothing is forwarded)."""
     if not config.forwarding:
         return None
     if config.messaging is MessagingType.HTTP:
         from ykcproxy.forward.http import HttpPublisher
+        from ykcproxy.options.checks import load_ca_file, read_secret_file
 
+        key = None
+        if config.http_signing_key_file:
+            key = read_secret_file("httpSigningKeyFile", config.http_signing_key_file).encode()
         return HttpPublisher(
-            config.servers, reactor, timeout=config.http_timeout, max_connections=config.http_concurrency
+            config.servers,
+            reactor,
+            timeout=config.http_timeout,
+            max_connections=config.http_concurrency,
+            headers=config.http_headers,
+            signing_key=key,
+            trust_root=load_ca_file(config.http_ca_file) if config.http_ca_file else None,
         )
     from ykcproxy.forward.nats import NatsPublisher
 
@@ -190,7 +143,6 @@ def build_forwarding(
         high_water=config.outbox_limit,
         on_pressure=on_pressure,
     )
-    delivery.single_publish = config.messaging is MessagingType.NATS
     metrics.gauge_function(metrics.outbox_depth, lambda: delivery.depth)
     metrics.gauge_function(metrics.outbox_oldest, delivery.oldest_age)
     metrics.gauge_function(metrics.reading_paused, lambda: float(delivery.pressure))
@@ -200,23 +152,50 @@ def build_forwarding(
     return Forwarding(publisher, delivery, outbox, ForwarderService(publisher, delivery, outbox, reactor))
 
 
-class TrackerService(Service):
-    """Stops the charging-session tracker's timers with the service."""
+class StopsWithService(Service):
+    """Calls ``stops`` when the service stops (timers of the tracker, the console's streams)."""
 
-    def __init__(self, tracker: SessionTracker) -> None:
-        self.tracker = tracker
+    def __init__(self, *stops: Callable[[], None]) -> None:
+        self.stops = stops
 
     def stopService(self) -> None:
         super().stopService()
-        self.tracker.stop()
+        for stop in self.stops:
+            stop()
+
+
+@attrs.frozen
+class Console:
+    """The console's server side: the frame history and the event hub."""
+
+    history: FrameHistory
+    hub: EventHub
+
+
+def build_console(config: ProxyConfig, reactor: Any) -> Console:
+    """The frame history (``--frameHistory``) and the event hub; watched piles' frames are streamed."""
+    hub = EventHub(reactor)
+    history = FrameHistory(reactor, config.frame_history, Codec(ctx=Context(tz=config.tz)))
+
+    def stream(pile_id: str, entry: Entry) -> None:
+        if pile_id in hub.watched:
+            hub.publish("frame", {"id": pile_id, **history.describe(entry)}, pile_id)
+
+    history.on_entry = stream
+    return Console(history, hub)
 
 
 def build_sessions(
-    config: ProxyConfig, reactor: Any, envelope: Envelope, submit: Callable[[Message], Any] | None
+    config: ProxyConfig,
+    reactor: Any,
+    envelope: Envelope,
+    submit: Callable[[Message], Any] | None,
+    hub: EventHub,
 ) -> SessionTracker:
     """The charging-session tracker; its ``session`` messages go to ``submit`` (when forwarding)."""
 
     def emit(body: dict[str, Any], key: str) -> None:
+        hub.publish("session", body)
         if submit is not None:
             submit(envelope.session(body, key))
 
@@ -236,11 +215,21 @@ def build_pile_side(
     metrics: Metrics,
     envelope: Envelope,
     observers: Sequence[FrameObserver] = (),
+    on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    records: RecordStore | None = None,
 ) -> tuple[PileServerFactory, PileListener]:
     """The pile protocol factory and the listener of the pile port."""
     codec = Codec(ctx=Context(tz=config.tz))
     piles = PileServerFactory(
-        config, reactor, delivery, metrics, codec, observers=observers, envelope=envelope
+        config,
+        reactor,
+        delivery,
+        metrics,
+        codec,
+        observers=observers,
+        envelope=envelope,
+        on_event=on_event,
+        records=records,
     )
     option = "pileEndpoint" if config.pile_endpoint else "tcpPort"
     listener = PileListener("pile port", option, config.pile_endpoint_description, piles, reactor)
@@ -255,18 +244,24 @@ def build_api(
     health: Callable[[], dict[str, Any]],
     forwarding: Forwarding | None,
     sessions: SessionTracker,
+    console: Console,
+    records: SqliteOutbox | None = None,
 ) -> tuple[Any, Listener]:
     """The REST application and the listener of the API port."""
     from ykcproxy.api.app import ControlApi
     from ykcproxy.api.outbox_handlers import OutboxHandlers
     from ykcproxy.api.session_handlers import SessionHandlers
+    from ykcproxy.console.handlers import ConsoleHandlers
 
     delivery = forwarding.delivery if forwarding else None
-    outbox = forwarding.outbox if forwarding else None
-    handlers = [OutboxHandlers(delivery, outbox, config.max_body_bytes), SessionHandlers(sessions)]
+    outbox = forwarding.outbox if forwarding else records
+    handlers = [
+        OutboxHandlers(delivery, outbox, config.max_body_bytes),
+        SessionHandlers(sessions),
+        ConsoleHandlers(console.history, console.hub),
+    ]
     api = ControlApi(piles, metrics, health, config, handlers=handlers)
-    site = Site(api.resource())
-    site.noisy = False
+    site = QuietSite(api.resource())
     option = "apiEndpoint" if config.api_endpoint else "httpPort"
     return api, Listener("REST API", option, config.api_endpoint_description, site, reactor)
 
@@ -278,7 +273,8 @@ def warn_about(config: ProxyConfig) -> None:
             "no consumer configured (--messagingServerType {type}, --servers empty): standalone mode. "
             "Frames are neither stored nor forwarded; logins, heartbeats and billing-model checks are "
             "answered here (autoVerification={v}, autoHeartbeatResponse={h}, autoBillingModelVerify={b}); "
-            "0x3B records are confirmed only with --autoTransactionRecordConfirm true",
+            "0x3B records are kept for GET /transactions (with --dataDir) and confirmed only with "
+            "--autoTransactionRecordConfirm true",
             type=config.messaging.value,
             v=config.auto_verification,
             h=config.auto_heartbeat_response,
@@ -315,6 +311,9 @@ class ProxyService(MultiService):
         self.config = config
         self.reactor = reactor
         self.metrics = Metrics()
+        self.operations = OperationsService(config, reactor)
+        self.operations.setServiceParent(self)
+        self.reloads = self.operations.reloads
         warn_about(config)
         forwarding = build_forwarding(
             config, reactor, self.metrics, lambda paused: self.piles.pause_reading(paused)
@@ -326,29 +325,65 @@ class ProxyService(MultiService):
         self.forwarder = forwarding.service if forwarding else None
         if self.forwarder is not None:
             self.forwarder.setServiceParent(self)
+        #: Standalone mode: 0x3B records kept for GET /transactions (nothing else is stored).
+        self.records: SqliteOutbox | None = None
+        record_store = None
+        if forwarding is None and config.data_dir:
+            self.records = SqliteOutbox(
+                config.data_dir, reactor, retention=config.retention_days * 86400, start=False
+            )
+            RecordStoreService(self.records, reactor).setServiceParent(self)
+            record_store = RecordStore(self.records)
+            log.info("standalone: 0x3B records kept in {path}", path=self.records.path)
         envelope = Envelope(reactor)
+        self.console = build_console(config, reactor)
         submit = self.delivery.submit if self.delivery is not None else None
-        self.sessions = build_sessions(config, reactor, envelope, submit)
-        TrackerService(self.sessions).setServiceParent(self)
+        self.sessions = build_sessions(config, reactor, envelope, submit, self.console.hub)
+        StopsWithService(self.sessions.stop, self.console.hub.stop).setServiceParent(self)
         self.piles, self.pile_listener = build_pile_side(
-            config, reactor, self.delivery, self.metrics, envelope, observers=[self.sessions]
+            config,
+            reactor,
+            self.delivery,
+            self.metrics,
+            envelope,
+            observers=[self.sessions, self.console.history],
+            on_event=self.console.hub.publish,
+            records=record_store,
         )
         self.pile_listener.setServiceParent(self)
+        if self.piles.allow_list is not None:
+            self.reloads.register("allowList", self._reload_allow_list)
         self.api, self.rest_listener = build_api(
-            config, reactor, self.piles, self.metrics, self.health, forwarding, self.sessions
+            config,
+            reactor,
+            self.piles,
+            self.metrics,
+            self.health,
+            forwarding,
+            self.sessions,
+            self.console,
+            self.records,
         )
         self.rest_listener.setServiceParent(self)
+
+    def _reload_allow_list(self) -> str | None:
+        """SIGHUP: the allow-list file again (a bad file keeps the old list)."""
+        allow = self.piles.allow_list
+        if not self.piles.reload_allow_list() or allow is None:
+            return None
+        return f"{len(allow.ids)} pile ids from {allow.path}"
 
     def health(self) -> dict[str, Any]:
         """What /healthz reports: listening, and whether the forwarder is usable."""
         parts: dict[str, Any] = {
+            "version": __version__,
             "pilePort": self.pile_listener.port is not None,
             "restPort": self.rest_listener.port is not None,
         }
         ok = parts["pilePort"] and parts["restPort"]
         degraded = []
-        if self.publisher is not None and self.delivery is not None:
-            forwarder = {**self.publisher.health(), **self.delivery.health()}
+        if self.forwarder is not None and self.delivery is not None:
+            forwarder = self.forwarder.health()
             parts["forwarder"] = forwarder
             if not forwarder.get("ok", True):
                 degraded.append("forwarder")
@@ -362,6 +397,10 @@ class ProxyService(MultiService):
         parts["ok"] = ok and not degraded
         parts["degraded"] = degraded
         return parts
+
+    def stopService(self) -> Deferred[None]:
+        """Stop the parts in reverse order, within ``--shutdownTimeout`` seconds."""
+        return stop_within(self, self.config.shutdown_timeout, self.reactor)
 
     @property
     def tcp_port(self) -> int:
@@ -396,4 +435,6 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     """Build the proxy service from parsed options (for the twistd plugin)."""
     limit = raise_open_file_limit()
     log.info("open-file limit: {limit} (about as many piles)", limit=limit)
-    return ProxyService(options.config, reactor)
+    service = ProxyService(options.config, reactor)
+    service.operations.activate(options["config"] or "", options.sources)
+    return service

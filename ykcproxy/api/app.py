@@ -22,7 +22,7 @@ from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from ykcproxy.api.routes import MAX_WAIT, ROUTES, Route, command_routes
-from ykcproxy.api.validation import Answer, ApiError, check_command, query_text, read_json_body
+from ykcproxy.api.validation import STREAMED, Answer, ApiError, check_command, query_text, read_json_body
 from ykcproxy.config import ProxyConfig
 from ykcproxy.metrics import Metrics
 from ykcproxy.pile.server import PileServerFactory
@@ -109,13 +109,18 @@ class ControlApi:
         def wrapped(request: IRequest, **kwargs: Any) -> Any:
             request.ykc_route = route.name  # type: ignore[attr-defined]
             if not public:
-                self._authorize(request, read_only=route.method == "GET")
+                request.ykc_access = self._authorize(  # type: ignore[attr-defined]
+                    request, read_only=route.method == "GET", query_token=route.query_token
+                )
             try:
                 result = yield handler(request, **kwargs, **route.kwargs)
             except CancelledError:
                 # The client went away (Klein cancels the handler); nobody to answer.
                 self.metrics.rest_requests.labels(route.name, "499").inc()
                 raise
+            if result is STREAMED:
+                self.metrics.rest_requests.labels(route.name, "200").inc()
+                return None
             if isinstance(result, Answer):
                 code = result.code
                 if result.content_type == b"application/json":
@@ -171,18 +176,25 @@ class ControlApi:
             self.metrics.rest_requests.labels(_route_name(request), "500").inc()
             return _json(request, 500, {"message": "internal error (logged)"})
 
-    def _authorize(self, request: IRequest, read_only: bool) -> None:
-        """Check the bearer token (in constant time); the read-only token only for reading."""
+    def _authorize(self, request: IRequest, read_only: bool, query_token: bool = False) -> str:
+        """Check the bearer token (in constant time); the read-only token only for reading.
+
+        Returns ``write`` (the API token, or none is set) or ``read`` (the read-only token).
+        """
         token = self.config.api_token
         if not token:
-            return
+            return "write"
         given = request.getHeader(b"authorization") or b""
+        if query_token and not given:
+            in_query = query_text(request, "token")
+            if in_query:
+                given = b"Bearer " + in_query.encode()
         if hmac.compare_digest(given, f"Bearer {token}".encode()):
-            return
+            return "write"
         read_token = self.config.api_read_token
         if read_token and hmac.compare_digest(given, f"Bearer {read_token}".encode()):
             if read_only:
-                return
+                return "read"
             raise ApiError(403, "the read-only token cannot do this (use the API token)")
         raise ApiError(401, "missing or wrong API token (send 'Authorization: Bearer <token>')")
 

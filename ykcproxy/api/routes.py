@@ -68,6 +68,7 @@ class Route:
     :param handler: the name of the handler method, looked up on the API's handler objects.
     :param public: served without the API token.
     :param public_if: the config setting that, when true, serves it without the token.
+    :param query_token: the token may come as ``?token=`` (for browsers' EventSource).
     :param body: the JSON schema of the request body (None: no body).
     :param kwargs: fixed keyword arguments for the handler (a command's frame type).
     """
@@ -85,6 +86,7 @@ class Route:
     description: str = ""
     public: bool = False
     public_if: str | None = None
+    query_token: bool = False
     kwargs: Mapping[str, Any] = attrs.field(factory=dict)
 
     @property
@@ -302,6 +304,53 @@ ROUTES: tuple[Route, ...] = (
         {200: Reply("how many were queued again", schemas.OBJECT), 404: Reply("no durable outbox")},
         body={"type": "object", "properties": {"keys": {"type": "array", "items": {"type": "integer"}}}},
         body_required=False,
+    ),
+    Route(
+        "GET",
+        "/piles/<pile_id>/frames",
+        "pile_frames",
+        "pile_frames",
+        "the pile's last frames (--frameHistory of them), both ways, decoded, with their bytes",
+        {
+            200: Reply("the frames, oldest first", schemas.FRAMES),
+            400: Reply("bad limit"),
+            404: Reply("no frames of this pile are kept, or the history is off"),
+        },
+        params=(_PILE_ID, _LIMIT),
+    ),
+    Route(
+        "GET",
+        "/events",
+        "events",
+        "events",
+        "the console's server-sent events: online, offline, pending, session, and frame for ?pile=",
+        {200: Reply("an event stream that stays open", {"type": "string"}, "text/event-stream")},
+        params=(
+            Param("pile", "query", {"type": "string"}, "also stream this pile's frames"),
+            Param(
+                "token", "query", {"type": "string"}, "the API token, for browsers that cannot set headers"
+            ),
+        ),
+        query_token=True,
+    ),
+    Route(
+        "GET",
+        "/",
+        "console",
+        "console_index",
+        "the live console (a web page)",
+        {200: Reply("the console's page", {"type": "string"}, "text/html")},
+        public=True,
+    ),
+    Route(
+        "GET",
+        "/console/<name>",
+        "console_file",
+        "console_file",
+        "a file of the console (script, style)",
+        {200: Reply("the file", {"type": "string"}, "text/plain"), 404: Reply("no such file")},
+        params=(Param("name", "path", {"type": "string"}),),
+        public=True,
     ),
     Route(
         "GET",

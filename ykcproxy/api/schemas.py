@@ -109,3 +109,37 @@ SESSION: dict[str, Any] = {
     },
     "required": ["tradeSeq", "id", "gunId", "state", "startedAt", "endedAt", "energy", "amount", "anomalies"],
 }
+
+#: One frame of a pile's history.
+FRAME: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "at": {"type": "integer", "description": "unix ms"},
+        "dir": {"type": "string", "enum": ["up", "down"]},
+        "code": {"type": ["string", "null"], "description": "frame type, 2 hex digits"},
+        "name": {"type": ["string", "null"]},
+        "seq": {"type": ["integer", "null"]},
+        "fields": {"type": ["object", "null"], "description": "decoded fields (null for a bad frame)"},
+        "raw": {"type": "string", "description": "the bytes in hex"},
+        "error": {"type": ["string", "null"], "description": "what was wrong (crc, length, unknown type...)"},
+        "spans": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "field": {"type": "string"},
+                    "start": {"type": "integer"},
+                    "end": {"type": "integer"},
+                },
+            },
+        },
+    },
+    "required": ["at", "dir", "raw", "error"],
+}
+
+#: ``GET /piles/<id>/frames``.
+FRAMES: dict[str, Any] = {
+    "type": "object",
+    "properties": {"id": {"type": "string"}, "frames": {"type": "array", "items": FRAME}},
+    "required": ["id", "frames"],
+}

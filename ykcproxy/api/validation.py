@@ -41,6 +41,10 @@ class Answer:
     content_type: bytes = b"application/json"
 
 
+#: What a handler returns when it wrote (and finished) the answer itself (an event stream).
+STREAMED: Any = object()
+
+
 @attrs.frozen
 class Command:
     """A checked ``POST /proxy/<ft>`` body."""

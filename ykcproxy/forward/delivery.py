@@ -14,43 +14,27 @@ import random
 from collections import deque
 from collections.abc import Callable
 from itertools import islice
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
-from ykcproxy.forward.base import IPublisher, Message
+from ykcproxy.forward.base import IBatchPublisher, IOutboxStore, IPublisher, Message
 
 log = Logger()
 
 
-class Store(Protocol):
-    """Where messages wait until delivered (see :class:`MemoryStore`)."""
-
-    durable: bool
-
-    def append(
-        self, message: Message, confirm: bool = False, replay: bool = False
-    ) -> tuple[int, Deferred[None] | None]:
-        """Keep ``message``; return its key and, with ``confirm``, a Deferred firing once it is safe.
-
-        ``replay``: a dead letter queued again (not a new receipt).
-        """
-
-    def delivered(self, key: int, message: Message | None = None) -> None:
-        """Forget a delivered message."""
-
-    def dead_letter(self, key: int, attempts: int, error: str) -> None:
-        """Set aside a message that kept failing."""
-
-
+@implementer(IOutboxStore)
 class MemoryStore:
     """Keeps nothing beyond the delivery queues: lost on a crash."""
 
     durable = False
+    #: Nothing is ever waiting for a disk.
+    backlog = 0
 
     def __init__(self) -> None:
         self._next = 0
@@ -71,6 +55,9 @@ class MemoryStore:
             attempts=attempts,
             error=error,
         )
+
+    def watch_progress(self, callback: Callable[[], None]) -> None:
+        """Never called back: the backlog is always 0."""
 
 
 @attrs.define(eq=False)
@@ -96,13 +83,19 @@ class Backoff:
 
 
 class Delivery:
-    """Per-pile ordered delivery with retries, in front of one publisher."""
+    """Per-pile ordered delivery with retries, in front of one publisher.
+
+    Every collaborator is given here and never replaced: the ``publisher``
+    (an :class:`IBatchPublisher` when ``batch_size`` is set), the ``clock``
+    (all timing and ages), the ``store`` (an :class:`IOutboxStore`, whose
+    progress this queue watches) and the callbacks.
+    """
 
     def __init__(
         self,
         publisher: IPublisher,
         clock: IReactorTime,
-        store: Store | None = None,
+        store: IOutboxStore | None = None,
         max_in_flight: int = 64,
         backoff: Backoff = Backoff(),
         on_delivered: Callable[[Message, float], None] | None = None,
@@ -112,11 +105,14 @@ class Delivery:
         on_pressure: Callable[[bool], None] | None = None,
         batch_size: int = 0,
     ) -> None:
+        if batch_size and not IBatchPublisher.providedBy(publisher):
+            raise TypeError(f"batch_size={batch_size} needs an IBatchPublisher, not {publisher!r}")
+        if batch_size < 0:
+            raise ValueError(f"batch_size must be 0 (off) or more, not {batch_size}")
         self.publisher = publisher
         self.clock = clock
-        self.store: Store = store or MemoryStore()
-        if hasattr(self.store, "on_progress"):
-            self.store.on_progress = self._store_progress  # type: ignore[attr-defined]
+        self.store: IOutboxStore = store if store is not None else MemoryStore()
+        self.store.watch_progress(self._store_progress)
         self.max_in_flight = max_in_flight
         self.backoff = backoff
         self._on_delivered = on_delivered
@@ -138,8 +134,11 @@ class Delivery:
         self.retries = 0
         #: With a batch size, the publisher's ``publish_batch`` sends up to that many at once.
         self.batch_size = batch_size
-        #: In batch mode, send a lone message with ``publish`` (NATS: same wire, less work).
-        self.single_publish = False
+        self._batch_publisher: IBatchPublisher | None = IBatchPublisher(publisher) if batch_size else None
+        #: In batch mode, a lone message goes through ``publish`` (the publisher says).
+        self._lone_via_publish = self._batch_publisher is not None and bool(
+            self._batch_publisher.lone_via_publish
+        )
 
     # -- introspection --------------------------------------------------
     @property
@@ -214,7 +213,7 @@ class Delivery:
     def load(self) -> int:
         """What backpressure measures: messages not yet delivered, plus the store's
         operations not yet committed (a durable store that falls behind counts too)."""
-        return self._depth + getattr(self.store, "backlog", 0)
+        return self._depth + self.store.backlog
 
     def _store_progress(self) -> None:
         if self.pressure:
@@ -243,7 +242,7 @@ class Delivery:
         pile = item.message.pile_id
         queue = self._queues.get(pile)
         self._depth += 1
-        if self.high_water is not None and self._depth >= self.high_water - getattr(self.store, "backlog", 0):
+        if self.high_water is not None and self._depth >= self.high_water - self.store.backlog:
             self._check_pressure()
         if queue is None:
             self._queues[pile] = deque((item,))
@@ -261,13 +260,13 @@ class Delivery:
             ready = self._ready
             while ready and self._in_flight < self.max_in_flight:
                 self._in_flight += 1
-                if self.batch_size:
+                if self._batch_publisher is not None:
                     groups = self._take_batch()
                     messages = [item.message for _, items in groups for item in items]
-                    if len(messages) == 1 and self.single_publish:
+                    if len(messages) == 1 and self._lone_via_publish:
                         d = self._publish(self.publisher.publish, messages[0])
                     else:
-                        d = self._publish(self.publisher.publish_batch, messages)  # type: ignore[attr-defined]
+                        d = self._publish(self._batch_publisher.publish_batch, messages)
                 else:
                     pile = ready.popleft()
                     head = self._queues[pile][0]

@@ -14,7 +14,8 @@ measurements):
 
 Deferreds are created, fired and cancelled only in the reactor thread; asyncio
 objects are touched only in the NATS thread.  The reactor thread never blocks
-(the one ``Thread.join`` happens after the thread said it is finished).
+(it never joins the NATS thread: it polls ``is_alive()`` after the thread
+said it is finishing).
 
 Plain mode: a publish's Deferred fires once a PING sent *after* its PUB got its
 PONG (a flush round trip).  Flushes are coalesced: one is in flight at a time
@@ -47,7 +48,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ykcproxy.forward.base import IPublisher, Message, PublishError
+from ykcproxy.forward.base import IBatchPublisher, Message, PublishError
 
 DEFAULT_SUBJECT_PREFIX = "charge.proxy.ykc"
 
@@ -153,7 +154,7 @@ def _is_auth_error(e: BaseException) -> bool:
     return isinstance(e, nats.errors.AuthorizationError) or "authorization violation" in str(e).lower()
 
 
-@implementer(IPublisher)
+@implementer(IBatchPublisher)
 class NatsPublisher:
     """Publishes each message to ``<subject_prefix>.<ft>`` on NATS.
 
@@ -181,9 +182,18 @@ class NatsPublisher:
     :param use_uvloop: run the NATS thread's event loop on uvloop; None (the
         default): when uvloop is installed (its cross-thread wake-ups are
         cheaper, see ``doc/nats.md``).
+    :param jetstream_probe_timeout: JetStream mode: on each connection, the
+        JetStream account info request (``$JS.API.INFO``) must be answered
+        within this many seconds, or JetStream counts as unavailable.
+    :param jetstream_probe_interval: while JetStream is unavailable, it is
+        asked again this often; publishes fail at once meanwhile.
+    :param failures_to_degrade: this many publishes failing in a row (no
+        success between them) make :meth:`health` not ok.
     """
 
     name = "nats"
+    #: A group of one is the same PUB either way; ``publish`` does less work.
+    lone_via_publish = True
 
     def __init__(
         self,
@@ -203,6 +213,9 @@ class NatsPublisher:
         client_name: str = "ykcproxy",
         tls: ssl.SSLContext | None = None,
         use_uvloop: bool | None = None,
+        jetstream_probe_timeout: float = 2.0,
+        jetstream_probe_interval: float = 5.0,
+        failures_to_degrade: int = 3,
     ) -> None:
         if isinstance(servers, str):
             servers = [s for s in servers.split(",") if s.strip()]
@@ -232,6 +245,9 @@ class NatsPublisher:
         self.max_pending_acks = max_pending_acks
         self.stop_timeout = stop_timeout
         self.client_name = client_name
+        self.jetstream_probe_timeout = jetstream_probe_timeout
+        self.jetstream_probe_interval = jetstream_probe_interval
+        self.failures_to_degrade = failures_to_degrade
         self._tls = tls
         if use_uvloop is None:
             try:
@@ -262,7 +278,15 @@ class NatsPublisher:
         self._results: deque[tuple[list[_Item], str | None]] = deque()
         self._results_scheduled = False
 
+        # Reactor-thread state: publishes failing in a row, and the last failure.
+        self._failing = 0
+        self._last_failure: str | None = None
+
         # Written by the NATS thread, read by health() (plain attribute reads).
+        #: JetStream mode: "unknown" (not connected yet), "probing", "available" or "unavailable".
+        self._js_state = "unknown" if jetstream else "off"
+        self._js_reason: str | None = None
+        self._js_logged: str | None = None  # NATS thread: the last state or reason logged
         self._connected = False
         self._connected_server: str | None = None
         self._last_error: str | None = None
@@ -409,10 +433,24 @@ class NatsPublisher:
         return d
 
     def health(self) -> dict[str, Any]:
+        """``ok`` is false, with a ``reason``, while not connected, while JetStream is
+        unavailable (JetStream mode), or after ``failures_to_degrade`` failed publishes
+        in a row."""
+        reason = None
+        if not self._connected:
+            reason = f"not connected to NATS ({self._last_error or 'connecting'})"
+        elif self._js_state == "unavailable":
+            reason = self._js_reason
+        elif self._failing >= self.failures_to_degrade:
+            reason = f"the last {self._failing} publishes failed: {self._last_failure}"
         return {
-            "ok": self._connected,
+            "ok": reason is None,
+            "reason": reason,
             "servers": self._shown_servers,
             "jetstream": self.jetstream,
+            "jetstreamState": self._js_state,
+            "failingInARow": self._failing,
+            "lastPublishError": self._last_failure,
             "subjectPrefix": self.subject_prefix,
             "connectedServer": self._connected_server,
             "lastError": self._last_error,
@@ -453,16 +491,32 @@ class NatsPublisher:
         while results:
             items, error = results.popleft()
             if error is None:
+                self._failing = 0
                 for item in items:
                     item.deferred.callback(None)
             else:
+                self._failing += len(items)
+                self._last_failure = error
                 for item in items:
                     item.deferred.errback(PublishError(error))
 
+    #: Seconds between checks that the NATS thread has ended, after it said it is finishing.
+    JOIN_POLL = 0.01
+
     def _thread_finished(self) -> None:
-        if self._thread is not None:
-            # The thread's last act was to schedule this call: join is immediate.
-            self._thread.join(1.0)
+        """The NATS thread's last act was to schedule this: wait for it to end, without blocking.
+
+        The reactor thread never joins (a join could stall it while the thread
+        is still unwinding); it checks ``is_alive()`` on the reactor's clock
+        until the thread has ended, then finishes the stop.  (The stop guard
+        still abandons a thread that never ends.)
+        """
+        if self._state == "stopped":  # abandoned by the stop guard meanwhile
+            return
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            self._reactor.callLater(self.JOIN_POLL, self._thread_finished)
+            return
         self._finish_stop()
 
     def _stop_overdue(self) -> None:
@@ -592,6 +646,9 @@ class NatsPublisher:
         url = nc.connected_url
         self._connected_server = redact_server(url.geturl()) if url is not None else None
         self._error_logged = None
+        if self.jetstream:
+            self._js_state = "probing"
+            asyncio.get_running_loop().create_task(self._probe_jetstream(self._gen))
         if not self._ever_connected:
             self._ever_connected = True
             self._wakeup.set()  # the backlog held until now can go
@@ -609,6 +666,8 @@ class NatsPublisher:
         self._up.clear()
         self._connected = False
         self._connected_server = None
+        if self.jetstream:
+            self._js_state = "unknown"  # publishes are held until the next connection's probe
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
         return True
@@ -645,6 +704,83 @@ class NatsPublisher:
             self._gen += 1
         closed.set()
 
+    # -- JetStream availability -----------------------------------------
+
+    async def _probe_jetstream(self, gen: int) -> None:
+        """Ask the server for the JetStream account info; set ``_js_state`` by the answer.
+
+        Without JetStream on the server nobody answers ``$JS.API.INFO``, and a
+        JetStream publish would get no ack: it would fail after
+        ``publish_timeout``, or at once as "no responders" and look like a
+        missing stream.  So it is asked once per connection, and again every
+        ``jetstream_probe_interval`` while unavailable.
+        """
+        js = self._js
+        if js is None or gen != self._gen or self._stopping:
+            return
+        try:
+            info = await asyncio.wait_for(js.account_info(), self.jetstream_probe_timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            assert self._up is not None
+            if gen != self._gen or self._stopping or not self._up.is_set():
+                return  # the connection went away: the next one is probed
+            self._set_js_state("unavailable", self._explain_probe(e))
+            loop = asyncio.get_running_loop()
+            loop.call_later(
+                self.jetstream_probe_interval,
+                lambda: loop.create_task(self._probe_jetstream(gen)),
+            )
+        else:
+            if gen != self._gen:
+                return
+            self._set_js_state("available", None, streams=getattr(info, "streams", None))
+        self._wake()
+
+    def _explain_probe(self, e: BaseException) -> str:
+        server = self._connected_server or ", ".join(self._shown_servers)
+        no_responders = isinstance(e, nats.js.errors.ServiceUnavailableError) and not getattr(
+            e, "description", None
+        )  # nats-py's form of a 503 "no responders" status
+        if no_responders or isinstance(e, nats.errors.NoRespondersError):
+            return (
+                f"JetStream is not enabled on the NATS server {server} (nobody answers $JS.API.INFO): "
+                "start nats-server with -js, or use --natsJetStream false"
+            )
+        if isinstance(e, asyncio.TimeoutError | nats.errors.TimeoutError):
+            return (
+                f"the NATS server {server} did not answer the JetStream account info request within "
+                f"{self.jetstream_probe_timeout:g} s (JetStream not enabled, or not for this account)"
+            )
+        if isinstance(e, nats.js.errors.APIError):
+            detail = getattr(e, "description", None) or str(e)
+            return f"JetStream is not available on the NATS server {server} for this account: {detail}"
+        return f"the JetStream account info request to {server} failed: {_describe(e)}"
+
+    def _set_js_state(self, state: str, reason: str | None, streams: int | None = None) -> None:
+        """Record what the probe found; log each change once (not every re-probe)."""
+        self._js_state = state
+        self._js_reason = reason
+        logged = reason if state == "unavailable" else state
+        if logged == self._js_logged:
+            return
+        self._js_logged = logged
+        if state == "unavailable":
+            self._log_from_thread(
+                "error",
+                "NATS JetStream unavailable: {reason}; every publish fails at once until it is available",
+                reason=reason,
+                jetstream_state=state,
+            )
+        else:
+            self._log_from_thread(
+                "info",
+                "NATS JetStream available ({streams} streams in the account)",
+                streams=streams,
+                jetstream_state=state,
+            )
+
     # -- publishing ----------------------------------------------------
 
     async def _pump(self) -> None:
@@ -666,13 +802,15 @@ class NatsPublisher:
             if self._stopping and (not self._backlog or not self._ever_connected):
                 return
 
-    def _expire_backlog(self) -> None:
+    def _expire_backlog(self, error: str | None = None) -> None:
+        """Fail what is past its deadline in the backlog (held, not handed to nats-py);
+        wake the pump at the next deadline."""
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         expired = []
         while self._backlog and self._backlog[0].deadline <= now:
             expired.append(self._backlog.popleft())
-        self._report(expired, f"not connected to NATS ({self._last_error or 'connecting'})")
+        self._report(expired, error or f"not connected to NATS ({self._last_error or 'connecting'})")
         if self._backlog_timer is not None:
             self._backlog_timer.cancel()
             self._backlog_timer = None
@@ -685,6 +823,21 @@ class NatsPublisher:
         assert nc is not None
         backlog = self._backlog
         js = self._js
+        if js is not None and self._js_state != "available":
+            if self._js_state == "unavailable":
+                # Fail at once: a JetStream publish would wait publish_timeout for an ack
+                # that never comes (or be answered by a plain subscriber, or no one).
+                expired = list(backlog)
+                backlog.clear()
+                self._report(expired, f"{self._js_reason}; not published")
+            else:  # held until the probe of this connection (or of the next one) answered
+                waiting = (
+                    "waiting for the JetStream check"
+                    if self._js_state == "probing"
+                    else f"not connected: {self._last_error or 'disconnected'}"
+                )
+                self._expire_backlog(f"no JetStream ack within {self.publish_timeout:g} s ({waiting})")
+            return
         count = 0
         while backlog:
             item = backlog.popleft()

@@ -27,10 +27,12 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
-from ykcproxy.forward.base import Message
+from ykcproxy.forward.base import IDurableStore, Message
 
 log = Logger()
 
@@ -77,10 +79,16 @@ UPSERT_RECORD = (
 MARK_DELIVERED = "UPDATE records SET delivered = ? WHERE message_id = ? AND pile_id = ?"
 
 
+@implementer(IDurableStore)
 class SqliteOutbox:
-    """A :class:`~ykcproxy.forward.delivery.Store` on SQLite, with its own writer thread.
+    """An :class:`~ykcproxy.forward.base.IDurableStore` on SQLite, with its own writer thread.
 
-    ``reactor`` only needs ``callFromThread``; ``clock`` gives timestamps.
+    ``reactor`` is used for ``callFromThread`` and ``callLater(0)`` (the
+    hand-over to the writer); ``clock`` (default: ``reactor``) gives every
+    timestamp stored (``created``, ``received``, ``delivered``, ``failed_at``)
+    and the purge cutoff.  Only the writer thread's batching windows are
+    measured on ``time.monotonic()``: they are real waits of a real thread,
+    never stored.
     """
 
     durable = True
@@ -95,12 +103,18 @@ class SqliteOutbox:
     MAX_BATCH = 8192
 
     def __init__(
-        self, directory: str, reactor: Any, retention: float = 7 * 86400.0, start: bool = True
+        self,
+        directory: str,
+        reactor: Any,
+        retention: float = 7 * 86400.0,
+        start: bool = True,
+        clock: IReactorTime | None = None,
     ) -> None:
         self.path = os.path.join(directory, "outbox.sqlite3")
         self.directory = directory
         self.retention = retention
         self._reactor = reactor
+        self._clock: IReactorTime = clock if clock is not None else reactor
         #: Lists of operations, one per reactor turn (``[None]`` ends the writer), each
         #: with whether someone waits for its commit and when it was handed over.
         self._ops: queue.SimpleQueue[tuple[list[tuple[Any, ...] | None], bool, float]] = queue.SimpleQueue()
@@ -118,8 +132,8 @@ class SqliteOutbox:
         self.rows_written = 0
         #: Operations queued and not yet committed (part of the backpressure measure).
         self.backlog = 0
-        #: Called on the reactor thread after each commit (Delivery re-checks its pressure).
-        self.on_progress: Callable[[], None] | None = None
+        #: Called on the reactor thread after each commit (see :meth:`watch_progress`).
+        self._progress: list[Callable[[], None]] = []
         self._thread: threading.Thread | None = None
         self._closed = False
         if start:
@@ -136,14 +150,18 @@ class SqliteOutbox:
             return
         os.makedirs(self.directory, exist_ok=True)
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.executescript(SCHEMA)
-        row = db.execute(
-            "SELECT max(m) FROM (SELECT max(key) m FROM outbox UNION ALL SELECT max(key) FROM dead)"
-        )
-        self._next_key = (row.fetchone()[0] or 0) + 1
-        self.dead_count = db.execute("SELECT count(*) FROM dead").fetchone()[0]
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(SCHEMA)
+            row = db.execute(
+                "SELECT max(m) FROM (SELECT max(key) m FROM outbox UNION ALL SELECT max(key) FROM dead)"
+            )
+            self._next_key = (row.fetchone()[0] or 0) + 1
+            self.dead_count = db.execute("SELECT count(*) FROM dead").fetchone()[0]
+        except BaseException:
+            db.close()  # a later start() tries again from scratch
+            raise
         self._db = db
         self._thread = threading.Thread(target=self._run, name="ykcproxy-outbox", daemon=True)
         self._thread.start()
@@ -300,8 +318,12 @@ class SqliteOutbox:
                 d.callback(value)
             else:
                 d.errback(value)
-        if self.on_progress is not None:
-            self.on_progress()
+        for callback in self._progress:
+            callback()
+
+    def watch_progress(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` on the reactor thread after each commit (the backlog shrank)."""
+        self._progress.append(callback)
 
     def _put(self, op: tuple[Any, ...], urgent: bool = False) -> None:
         """Stage an operation; the writer gets this reactor turn's operations as one list.
@@ -346,7 +368,7 @@ class SqliteOutbox:
         assert self._thread is not None, "append before start()"
         key = self._next_key
         self._next_key += 1
-        now = time.time()
+        now = self._clock.seconds()
         row = (key, message.pile_id, message.ft, message.message_id, message.payload, now)
         record = None
         if message.trade_seq is not None and not replay:
@@ -360,12 +382,12 @@ class SqliteOutbox:
         mark = None
         if message is not None and message.ft == "3b":
             # Also a 0x3B recovered from the table (no trade_seq): its record row, if any, has its id.
-            mark = (time.time(), message.message_id, message.pile_id)
+            mark = (self._clock.seconds(), message.message_id, message.pile_id)
         self._put(("d", key, mark))
 
     def dead_letter(self, key: int, attempts: int, error: str) -> None:
         """Move an undeliverable message to the dead-letter table."""
-        now = time.time()
+        now = self._clock.seconds()
         self.dead_count += 1
 
         def move(db: sqlite3.Connection) -> None:
@@ -476,7 +498,7 @@ class SqliteOutbox:
 
     def purge(self) -> Deferred[int]:
         """Drop delivered records older than the retention; returns how many."""
-        cutoff = time.time() - self.retention
+        cutoff = self._clock.seconds() - self.retention
 
         def purge(db: sqlite3.Connection) -> int:
             return db.execute(

@@ -30,18 +30,42 @@ def read_secret_file(option: str, path: str) -> str:
     return text
 
 
+def load_ca_file(path: str) -> Any:
+    """The CA certificates of ``path`` as a Twisted trust root."""
+    from twisted.internet import ssl
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise SettingsError(f"--httpCaFile: cannot read {path!r}: {e.strerror}") from None
+    try:
+        certificates = [
+            ssl.Certificate.loadPEM(b"-----BEGIN CERTIFICATE-----" + part)
+            for part in data.split(b"-----BEGIN CERTIFICATE-----")[1:]
+        ]
+    except Exception:  # noqa: BLE001 - pyOpenSSL raises its own errors for bad PEM
+        raise SettingsError(f"--httpCaFile: {path!r} holds a certificate that is not valid PEM") from None
+    if not certificates:
+        raise SettingsError(f"--httpCaFile: {path!r} holds no PEM certificate")
+    if len(certificates) == 1:
+        return certificates[0]
+    return ssl.trustRootFromCertificates(certificates)
+
+
 def _check_http_servers(servers: tuple[str, ...]) -> None:
     import hyperlink
 
-    from ykcproxy.forward.http import normalize_endpoint
+    from ykcproxy.forward.http import normalize_endpoint, redact_url
 
     for server in servers:
+        shown = redact_url(server)
         try:
             url = hyperlink.parse(normalize_endpoint(server)).to_uri()
-        except Exception as e:  # noqa: BLE001 - hyperlink/idna raise various errors
-            raise SettingsError(f"--servers: {server!r} is not an HTTP URL: {e}") from None
+        except Exception:  # noqa: BLE001 - hyperlink/idna raise various errors (which may quote the URL)
+            raise SettingsError(f"--servers: {shown!r} is not an HTTP URL") from None
         if url.scheme not in ("http", "https") or not url.host:
-            raise SettingsError(f"--servers: {server!r} is not an http:// or https:// URL")
+            raise SettingsError(f"--servers: {shown!r} is not an http:// or https:// URL")
 
 
 def _check_nats(servers: tuple[str, ...], prefix: str) -> tuple[str, ...]:
@@ -124,6 +148,10 @@ def derive(values: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
         for name in STANDALONE_ANSWERS:
             if name not in explicit:
                 values[name] = True
+    if values["httpSigningKeyFile"]:
+        read_secret_file("httpSigningKeyFile", values["httpSigningKeyFile"])
+    if values["httpCaFile"]:
+        load_ca_file(values["httpCaFile"])
     if values["allowList"]:
         from ykcproxy.pile.allowlist import AllowList, AllowListError
 

@@ -32,9 +32,12 @@ class _Given(usage.CoerceParameter):
         if value is None:
             raise usage.UsageError(f"--{self.option.name} requires a value")
         try:
-            self.options.given[self.option.name] = self.option.kind.parse(value)
+            parsed = self.option.kind.parse(value)
         except ValueError as e:
             raise usage.UsageError(f"--{self.option.name}: {e}") from None
+        if getattr(self.option.kind, "repeatable", False):
+            parsed = self.options.given.get(self.option.name, ()) + parsed
+        self.options.given[self.option.name] = parsed
 
 
 def _help(option: Option) -> str:
@@ -79,8 +82,9 @@ class Options(usage.Options):
                 text = self.environ.get(variable)
                 if text is None:
                     continue
+                parse = getattr(option.kind, "parse_environment", option.kind.parse)
                 try:
-                    values[option.name] = option.kind.parse(text)
+                    values[option.name] = parse(text)
                 except ValueError as e:
                     raise usage.UsageError(f"{variable} (--{option.name}): {e}") from None
                 break

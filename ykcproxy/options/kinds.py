@@ -204,3 +204,40 @@ class Items(Kind):
 
     def format(self, value: Any) -> str:
         return ",".join(value)
+
+
+@attrs.frozen
+class Header(Kind):
+    """An HTTP header line ``Name: value``; the option may be given several times."""
+
+    doc: str = "header (repeatable)"
+    repeatable: bool = True
+
+    def parse(self, text: str) -> tuple[tuple[str, str], ...]:
+        name, colon, value = text.partition(":")
+        name, value = name.strip(), value.strip()
+        if not colon or not name or any(c in name for c in " \t\r\n") or "\n" in value or "\r" in value:
+            raise ValueError(f"{_shown_header(text)!r} is not 'Name: value'")
+        if name.lower() in ("content-type", "content-length", "host", "x-ykcproxy-signature"):
+            raise ValueError(f"{name} is set by ykcproxy itself")
+        return ((name, value),)
+
+    def from_toml(self, value: Any) -> tuple[tuple[str, str], ...]:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(item for text in value for item in self.parse(text))
+        raise ValueError(f"{value!r} is not a header line or an array of them")
+
+    def parse_environment(self, text: str) -> tuple[tuple[str, str], ...]:
+        """One header a line."""
+        return tuple(item for line in text.splitlines() if line.strip() for item in self.parse(line))
+
+    def format(self, value: Any) -> str:
+        return "; ".join(f"{name}: ***" for name, _ in value)
+
+
+def _shown_header(text: str) -> str:
+    """A bad header line as shown in an error: its value is hidden (it may be a token)."""
+    name, colon, _ = text.partition(":")
+    return f"{name}: ***" if colon else name[:40]

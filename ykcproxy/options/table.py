@@ -9,9 +9,9 @@ is one entry here plus its typed field on :class:`~ykcproxy.config.ProxyConfig`
 
 from __future__ import annotations
 
-from ykcproxy.config import CrcMode, MessagingType
+from ykcproxy.config import CrcMode, LogFormat, LogLevelName, MessagingType
 from ykcproxy.options.declaration import Option
-from ykcproxy.options.kinds import Choice, Flag, Items, Port, Seconds, Text, Whole, Zone
+from ykcproxy.options.kinds import Choice, Flag, Header, Items, Port, Seconds, Text, Whole, Zone
 from ykcproxy.wire.fields import SHANGHAI
 
 PILE = "Pile port"
@@ -261,6 +261,31 @@ OPTIONS: tuple[Option, ...] = (
         FORWARD,
         "http_batch",
     ),
+    Option(
+        "httpHeader",
+        Header(),
+        (),
+        "'Name: value' added to every webhook POST (repeatable; e.g. 'Authorization: Bearer ...').",
+        FORWARD,
+        "http_headers",
+        secret=True,
+    ),
+    Option(
+        "httpSigningKeyFile",
+        Text(),
+        "",
+        "A file whose bytes sign every webhook POST: X-Ykcproxy-Signature: t=<unix s>,v1=<HMAC-SHA256 hex>.",
+        FORWARD,
+        "http_signing_key_file",
+    ),
+    Option(
+        "httpCaFile",
+        Text(),
+        "",
+        "CA certificates (PEM) that webhook TLS certificates are checked against instead of the system's.",
+        FORWARD,
+        "http_ca_file",
+    ),
     # Durable delivery.
     Option(
         "dataDir",
@@ -365,7 +390,40 @@ OPTIONS: tuple[Option, ...] = (
         API,
         "cors_origin",
     ),
+    Option(
+        "frameHistory",
+        Whole(lo=0),
+        200,
+        "Frames kept per pile for the console and GET /piles/<id>/frames (0: off).",
+        API,
+        "frame_history",
+    ),
     Option("maxBodyBytes", Whole(lo=1), 65536, "Largest REST request body accepted.", API, "max_body_bytes"),
+    # Operations.
+    Option(
+        "logFormat",
+        Choice(enum_type=LogFormat),
+        LogFormat.TEXT,
+        "Log format: text (twistd's lines) or json (one JSON object per line, for log shippers).",
+        GENERAL,
+        "log_format",
+    ),
+    Option(
+        "logLevel",
+        Choice(enum_type=LogLevelName),
+        LogLevelName.INFO,
+        "Least severe log level written: debug, info, warn or error (re-read from --config on SIGHUP).",
+        GENERAL,
+        "log_level",
+    ),
+    Option(
+        "shutdownTimeout",
+        Seconds(),
+        10.0,
+        "Seconds SIGTERM may take: piles go offline, the outbox commits, then the process exits anyway.",
+        GENERAL,
+        "shutdown_timeout",
+    ),
 )
 
 #: The options by name.

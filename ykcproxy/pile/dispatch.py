@@ -81,20 +81,21 @@ def transaction(
     """
     trade_seq = fields["tradeSeq"]
     session.remember_trade(trade_seq, frame.seq)
-    forward = policy.forward
-    if forward is None:
+    store = policy.forward if policy.forward is not None else policy.records
+    if store is None:
         return False
     message = policy.envelope.record(frame, session.pile_id, fields)
     if not policy.auto_confirm:
-        forward.submit(message)
+        store.submit(message)
         return False
-    _confirm_when_stored(policy, session.pile_id, trade_seq, message)
+    _confirm_when_stored(policy, store, session.pile_id, trade_seq, message)
     return False
 
 
-def _confirm_when_stored(policy: PileServerFactory, pile_id: str, trade_seq: str, message: Message) -> None:
-    assert policy.forward is not None
-    safe = policy.forward.submit(message, confirm=True)
+def _confirm_when_stored(
+    policy: PileServerFactory, store: Any, pile_id: str, trade_seq: str, message: Message
+) -> None:
+    safe = store.submit(message, confirm=True)
     assert safe is not None
 
     def confirm(_: object) -> None:

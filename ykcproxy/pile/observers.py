@@ -29,5 +29,8 @@ class FrameObserver(Protocol):
     ) -> None:
         """One decoded frame and its bytes."""
 
+    def bad_input(self, pile_ids: list[str], kind: str, data: bytes, detail: str) -> None:
+        """Bytes dropped from a link the piles ``pile_ids`` are on (bad CRC, length, type...)."""
+
     def pile_offline(self, pile_id: str) -> None:
         """The pile went offline."""

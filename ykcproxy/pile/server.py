@@ -16,7 +16,7 @@ whole frame a connection reads comes here.  The decisions live apart:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.internet.interfaces import IAddress, IReactorTime
@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from ykcproxy.config import CrcMode, ProxyConfig
 from ykcproxy.forward.delivery import Delivery
 from ykcproxy.forward.envelope import Envelope
+from ykcproxy.forward.records import RecordStore
 from ykcproxy.metrics import Metrics
 from ykcproxy.pile.allowlist import AllowList
 from ykcproxy.pile.dispatch import HANDLERS, LOGIN, LOGIN_REPLY, TIME_SYNC, TRANSACTION_CONFIRM, Handler
@@ -70,6 +71,8 @@ class PileServerFactory(Factory):
         allow_list: AllowList | None = None,
         observers: Sequence[FrameObserver] = (),
         envelope: Envelope | None = None,
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+        records: RecordStore | None = None,
     ) -> None:
         """``allow_list`` defaults to the file ``config.allow_list`` names (none if empty).
 
@@ -82,6 +85,8 @@ class PileServerFactory(Factory):
         self.metrics = metrics or Metrics()
         self.codec = codec or Codec()
         self.envelope = envelope if envelope is not None else Envelope(clock)
+        #: Told of each pile event (``online``, ``offline``, ``pending``): the console's stream.
+        self.on_event = on_event
         self.registry = Registry(on_online=self._online, on_offline=self._offline)
         self.waiters = ReplyWaiters()
         self._waiting = self.waiters.by_pile  # tested per frame: a dict, not a method call
@@ -107,7 +112,10 @@ class PileServerFactory(Factory):
         self._observe_up = _by_type(self.observers, "up_types")
         self._observe_down = _by_type(self.observers, "down_types")
         self._frames_in = self.metrics.frames_in
-        self.auto_confirm = config.auto_transaction_record_confirm and forward is not None
+        #: Where 0x3B records go when nothing is forwarded (standalone mode).
+        self.records = records
+        store = forward if forward is not None else records
+        self.auto_confirm = config.auto_transaction_record_confirm and store is not None
         self.metrics.gauge_function(self.metrics.connections, lambda: len(self.connections))
         self.metrics.gauge_function(self.metrics.piles, lambda: len(self.registry))
         self.metrics.gauge_function(self.metrics.pending_logins, lambda: self.registry.pending_count)
@@ -186,7 +194,14 @@ class PileServerFactory(Factory):
             detail=err.detail,
             hex=err.data[:300].hex(),
         )
+        self._tell_bad_input(proto, err.kind, err.data, err.detail)
         self._spend_budget(proto)
+
+    def _tell_bad_input(self, proto: PileProtocol, kind: str, data: bytes, detail: str) -> None:
+        if self.observers and proto.sessions:
+            piles = list(proto.sessions)
+            for observer in self.observers:
+                observer.bad_input(piles, kind, data, detail)
 
     def _bad_frame(self, proto: PileProtocol, frame: RawFrame, kind: str, detail: str) -> None:
         self.metrics.frame_error(kind)
@@ -199,6 +214,7 @@ class PileServerFactory(Factory):
             detail=detail,
             hex=frame.raw.hex(),
         )
+        self._tell_bad_input(proto, kind, frame.raw, detail)
         if kind != "not_logged_in":  # policy, not bad input: the login timeout deals with it
             self._spend_budget(proto)
 
@@ -271,6 +287,10 @@ class PileServerFactory(Factory):
             return
         pile_id = fields["id"]
         if code == LOGIN:
+            observers = self._observe_up.get(code)
+            if observers is not None:
+                for observer in observers:
+                    observer.observe(pile_id, "up", code, fields, frame.raw)
             self.login_received(proto, frame, fields)
             return
         session = proto.sessions.get(pile_id)
@@ -330,6 +350,9 @@ class PileServerFactory(Factory):
             self.answer_login(session, True, frame.seq)
         else:
             self.registry.add_pending(session)
+            if self.on_event is not None:
+                since = int(proto.last_seen * 1000)
+                self.on_event("pending", {"id": pile_id, "remote": proto.remote, "since": since})
 
     def _not_allowed(self, proto: PileProtocol, frame: RawFrame, pile_id: str) -> None:
         """A login from an id not on the allow-list: 0x02 "failed", then the link closes."""
@@ -426,5 +449,7 @@ class PileServerFactory(Factory):
     # -- messages for consumers ---------------------------------------------------
     def _event(self, kind: str, pile_id: str, extra: dict[str, Any]) -> None:
         self.log.info("pile {pile_id} {kind}", pile_id=pile_id, kind=kind, **extra)
+        if self.on_event is not None:
+            self.on_event(kind, {"id": pile_id, **extra})
         if self.forward is not None:
             self.forward.submit(self.envelope.event(kind, pile_id, extra))

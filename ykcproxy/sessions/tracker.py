@@ -305,6 +305,9 @@ class SessionTracker:
         except Exception:
             self.log.failure("tracking frame 0x{ft:02x} of pile {pile_id}", ft=ft, pile_id=pile_id)
 
+    def bad_input(self, pile_ids: list[str], kind: str, data: bytes, detail: str) -> None:
+        """Dropped bytes say nothing about orders."""
+
     def pile_offline(self, pile_id: str) -> None:
         """The pile went offline: noted in its open orders; an unanswered 0x58 is dropped.
 

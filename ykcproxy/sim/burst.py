@@ -116,13 +116,18 @@ class BurstSender:
             self._budget = 0.0
             self._last = self.clock.seconds()
             self._tick_call = self.clock.callLater(TICK, self._tick)
-        d: Deferred[int] = Deferred()
 
         def done() -> None:
             self.stop()
             d.callback(self.sent - start)
 
-        self.clock.callLater(seconds, done)
+        def cancel(_: Deferred[int]) -> None:  # an interrupted run (Ctrl-C): stop sending now
+            if timer.active():
+                timer.cancel()
+            self.stop()
+
+        d: Deferred[int] = Deferred(cancel)
+        timer = self.clock.callLater(seconds, done)
         return d
 
     def stop(self) -> None:

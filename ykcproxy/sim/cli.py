@@ -92,6 +92,9 @@ def parser() -> argparse.ArgumentParser:
         description="Simulated YKC V1.6 charging piles: log in, heartbeat, charge, answer commands.",
     )
     a = p.add_argument
+    from ykcproxy import __version__
+
+    a("--version", action="version", version=f"ykcproxy-sim {__version__}")
     a("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
     a("--port", type=int, default=27600, help="server pile port (default 27600)")
     a("--piles", type=int, default=10, help="number of piles (default 10)")
@@ -304,18 +307,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ykcproxy-sim: {args.piles} piles need more open files than the limit {soft}", file=sys.stderr)
         return 2
     out = Output(args.progress)
-    result: dict[str, Any] = {"exit": 1}
+    result: dict[str, Any] = {"exit": 1, "phase": "starting"}
+    runs: list[Any] = []
 
     def run() -> None:
         d = _run(reactor, args, out, result, reactor_name, soft)
+        runs.append(d)
 
         def failed(failure: Any) -> None:
             print(f"ykcproxy-sim: {failure.getTraceback()}", file=sys.stderr)
 
+        def done(_: object) -> None:
+            result["phase"] = "done"
+            if not result.get("interrupted"):
+                reactor.stop()
+
         d.addErrback(failed)
-        d.addBoth(lambda _: reactor.stop())
+        d.addBoth(done)
+
+    def interrupted() -> Any:
+        """Ctrl-C or SIGTERM (the reactor is stopping): end the window now, then the summary."""
+        if result["phase"] == "done" or not runs:
+            return None
+        result["interrupted"] = True
+        interrupt = result.get("interrupt")
+        if interrupt is not None and not interrupt.called:
+            interrupt.callback(None)  # the run ends its window, closes the piles, writes its summary
+        return runs[0]
 
     reactor.callWhenRunning(run)
+    reactor.addSystemEventTrigger("before", "shutdown", interrupted)
     reactor.run()
     return int(result["exit"])
 
@@ -328,7 +349,7 @@ def _run(
     reactor_name: str,
     nofile: int,
 ) -> Any:
-    from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
+    from twisted.internet.defer import CancelledError, Deferred, DeferredList, ensureDeferred
     from twisted.internet.task import LoopingCall, deferLater
 
     from ykcproxy.sim.burst import BurstSender
@@ -338,13 +359,42 @@ def _run(
     storms: list[dict[str, Any]] = []
     bursts: list[dict[str, Any]] = []
 
+    window_start = reactor.seconds()
+
     async def go() -> None:
         progress = LoopingCall(lambda: out.progress(fleet.progress()))
         progress.clock = reactor
         progress.start(1.0 if args.progress == "text" else 2.0, now=False)
+        interrupt: Deferred[None] = Deferred()
+        result["interrupt"] = interrupt
+        measuring = ensureDeferred(measure())
+        await DeferredList(
+            [measuring, interrupt], fireOnOneCallback=True, fireOnOneErrback=True, consumeErrors=True
+        )
+        if interrupt.called:
+            out.event("interrupted", {})
+            measuring.addErrback(lambda f: f.trap(CancelledError))
+            measuring.cancel()
+        else:
+            interrupt.callback(None)  # nothing to interrupt any more
+        result["phase"] = "closing"
+        window_end = reactor.seconds()
+        out.event("window_end", {})
+        if progress.running:
+            progress.stop()
+        drain = 1.0 if result.get("interrupted") else min(args.reply_timeout, 10.0)
+        await fleet.stop(drain=drain)
+        finish(window_end)
+
+    async def measure() -> None:
+        """Ramp, warm-up and the measured window (cancelled by Ctrl-C or SIGTERM)."""
+        nonlocal window_start
+        window_start = reactor.seconds()
         ramp: Deferred[Any] = fleet.start()
         timeout: Deferred[Any] = deferLater(reactor, args.ramp_timeout, lambda: None)
         await DeferredList([ramp, timeout], fireOnOneCallback=True, consumeErrors=True)
+        if result.get("interrupted"):  # a cancelled DeferredList fires, it does not fail
+            return
         if fleet.all_logged_in_at is None:
             out.event("ramp_incomplete", {"loggedIn": len(fleet.ever_logged_in)})
         else:
@@ -355,15 +405,17 @@ def _run(
         out.event("window_start", {})
         if args.burst:
             sender = BurstSender(fleet.piles, reactor, code=int(args.burst_frame, 16))
-            for rate, seconds in args.burst:
-                out.event("step_start", {"rate": rate, "seconds": seconds, "sent": sender.sent})
-                t0 = reactor.seconds()
-                sent = await sender.run(rate, seconds)
-                took = reactor.seconds() - t0
-                step = {"rate": rate, "seconds": seconds, "sent": sent, "sentPerSecond": sent / took}
-                bursts.append(step)
-                out.event("step_end", {**step, "total": sender.sent})
-            fleet.stats.sent[args.burst_frame.lower()] += sender.sent
+            try:
+                for rate, seconds in args.burst:
+                    out.event("step_start", {"rate": rate, "seconds": seconds, "sent": sender.sent})
+                    t0 = reactor.seconds()
+                    sent = await sender.run(rate, seconds)
+                    took = reactor.seconds() - t0
+                    step = {"rate": rate, "seconds": seconds, "sent": sent, "sentPerSecond": sent / took}
+                    bursts.append(step)
+                    out.event("step_end", {**step, "total": sender.sent})
+            finally:
+                fleet.stats.sent[args.burst_frame.lower()] += sender.sent
         else:
             end = window_start + args.duration
             storm_times = []
@@ -381,10 +433,9 @@ def _run(
                     lambda s: storms.append({"seconds": round(s, 3), "piles": len(fleet.piles)})
                 )
             await deferLater(reactor, max(0.0, end - reactor.seconds()), lambda: None)
-        window_end = reactor.seconds()
-        out.event("window_end", {})
-        progress.stop()
-        await fleet.stop(drain=min(args.reply_timeout, 10.0))
+
+    def finish(window_end: float) -> None:
+        """The summary: printed, and written to ``--json-out``."""
         stats = fleet.stats
         summary: dict[str, Any] = {
             "run": {
@@ -398,6 +449,7 @@ def _run(
                 ),
                 "loggedInOnce": len(fleet.ever_logged_in),
                 "windowSeconds": round(window_end - window_start, 3),
+                "interrupted": bool(result.get("interrupted")),
                 "args": vars(args) | {"burst": args.burst},
                 "machine": machine(),
             },

@@ -215,7 +215,10 @@ class Fleet:
         return sum(len(p.pending_requests()) for p in self.piles)
 
     def stop(self, drain: float = 2.0) -> Deferred[None]:
-        """Stop new requests, wait up to ``drain`` s for the replies still due, close every link."""
+        """Stop new requests, wait up to ``drain`` s for the replies still due, close every link.
+
+        The links are closed cleanly (a server that stopped reading gets a reset
+        after :attr:`SimPile.CLOSE_GRACE`)."""
         if self._ramp_call is not None and self._ramp_call.active():
             self._ramp_call.cancel()
         for pile in self.piles:
@@ -231,7 +234,8 @@ class Fleet:
                 return
             for pile in self.piles:
                 pile.settle_pending()
-            closing = [pile.stop() for pile in self.piles]
+            # A clean close (FIN), so the server sees each pile go offline as "closed".
+            closing = [pile.stop(abort=False) for pile in self.piles]
             DeferredList(closing, consumeErrors=True).addCallback(lambda _: d.callback(None))
 
         check()

@@ -202,17 +202,41 @@ class SimPile:
                 record.timer.cancel()
         return self.close(abort=abort)
 
+    #: Seconds a graceful close may take before the link is aborted (a server that
+    #: stopped reading never takes the rest of what was written).
+    CLOSE_GRACE = 2.0
+
     def close(self, abort: bool = True) -> Deferred[None]:
-        """Close the link on purpose (requests waiting are *abandoned*, not lost)."""
+        """Close the link on purpose (requests waiting are *abandoned*, not lost).
+
+        ``abort``: reset it at once (the server sees an ``error``); otherwise flush
+        and close it (the server sees ``closed``), resetting it after
+        :attr:`CLOSE_GRACE` seconds if it is still open.
+        """
         link = self.link
         if link is None or not link.connected or link.transport is None:
             return succeed(None)
         self._closing = True
+        transport: Any = link.transport
         if abort:
-            link.transport.abortConnection()  # type: ignore[attr-defined]
-        else:
-            link.transport.loseConnection()
+            transport.abortConnection()
+            return link.lost
+        transport.loseConnection()
+        if not link.lost.called:
+            grace = self.clock.callLater(self.CLOSE_GRACE, self._abort_if_open, link)
+
+            def closed(result: object) -> object:
+                if grace.active():
+                    grace.cancel()
+                return result
+
+            link.lost.addBoth(closed)
         return link.lost
+
+    @staticmethod
+    def _abort_if_open(link: PileLink) -> None:
+        if link.connected and link.transport is not None:
+            link.transport.abortConnection()  # type: ignore[attr-defined]
 
     def drop(self, reconnect_delay: float | None = None) -> None:
         """Lose the link abruptly (a reconnect storm), and reconnect after ``reconnect_delay``."""

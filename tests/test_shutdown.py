@@ -1,0 +1,87 @@
+"""SIGTERM: the real ``ykcproxy`` command queues offline (reason shutdown) and exits 0 within the bound.
+
+The bound is checked without reading a clock: a consumer that never answers
+keeps the forwarder's stop pending, and the process must still exit, saying
+what it gave up on, long before the test's own timeout.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import TestCase
+
+from tests.daemon import command, reactor, spawn
+from tests.support import start_consumer
+from tests.test_crash import connect  # a raw-socket pile, logged in
+
+PILES = ("32010200000001", "32010200000002")
+
+
+class Sigterm(TestCase):
+    timeout = 60
+
+    def start(self, url: str, *extra: str, data_dir: str = ""):
+        data_dir = data_dir or os.path.abspath(self.mktemp())
+        argv = [
+            command("ykcproxy"),
+            "-host",
+            "127.0.0.1",
+            "-tcpPort=0",
+            "--httpPort",
+            "0",
+            "-servers",
+            url,
+            "-dataDir",
+            data_dir,
+            "-autoVerification",
+            "-retryMaxDelay=0.1",
+            *extra,
+        ]
+        return spawn(self, argv)
+
+    @inlineCallbacks
+    def test_offline_for_every_pile_then_exit_0(self):
+        consumer, url = start_consumer(self)
+        data_dir = os.path.abspath(self.mktemp())
+        proc = self.start(url, data_dir=data_dir)
+        pile_port, _ = yield proc.ready
+        links = []
+        for pile in PILES:
+            links.append((yield connect(pile_port, pile)))
+        yield consumer.wait_for(lambda posts: len([p for p in posts if p.path == "/online"]) >= 2)
+        proc.signal("TERM")
+        code = yield proc.ended
+        self.assertEqual(code, 0, proc.output.decode())
+        self.assertNotIn(b"--shutdownTimeout", proc.output)
+        self.assertNotIn(b"Traceback", proc.output)
+        # Each offline was POSTed before the exit or committed to the outbox: a restart sends the rest.
+        again = self.start(url, data_dir=data_dir)
+        yield again.ready
+        yield consumer.wait_for(lambda posts: len([p for p in posts if p.path == "/offline"]) >= 2)
+        offline = consumer.of("offline")
+        self.assertEqual(sorted(p.body["id"] for p in offline), sorted(PILES))
+        self.assertEqual({p.body["reason"] for p in offline}, {"shutdown"})
+        again.signal("TERM")
+        self.assertEqual((yield again.ended), 0)
+
+    def cancel_held_answers(self) -> None:
+        for call in reactor.getDelayedCalls():
+            if "Consumer.render_POST" in getattr(call.func, "__qualname__", ""):
+                call.cancel()
+
+    @inlineCallbacks
+    def test_stuck_consumer_exits_at_the_bound(self):
+        consumer, url = start_consumer(self)
+        consumer.delay = 3600.0  # answers nothing before the test ends
+        self.addCleanup(self.cancel_held_answers)
+        proc = self.start(url, "-shutdownTimeout", "1", "-httpTimeout", "3600")
+        pile_port, _ = yield proc.ready
+        yield connect(pile_port, PILES[0])
+        yield consumer.wait_for(lambda posts: len(posts) >= 1)  # the online POST, held in flight
+        proc.signal("TERM")
+        code = yield proc.ended
+        self.assertEqual(code, 0, proc.output.decode())
+        self.assertIn(b"not finished after 1 s (--shutdownTimeout), stopping anyway", proc.output)
+        self.assertIn(b"still pending:", proc.output)
