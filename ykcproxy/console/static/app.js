@@ -59,6 +59,12 @@
     return node;
   }
 
+  function fill(node) { // node.replaceChildren with the non-null ones of the other arguments
+    var kids = Array.prototype.slice.call(arguments, 1).filter(function (k) { return k !== null && k !== undefined && k !== false; });
+    node.replaceChildren.apply(node, kids);
+    return node;
+  }
+
   function pad(n, w) { n = String(n); while (n.length < (w || 2)) n = "0" + n; return n; }
 
   function clock(ms) {
@@ -322,6 +328,8 @@
     $("count-offline").textContent = n.offline;
   }
 
+  var GUN_STATUS = ["offline", "fault", "idle", "charging"]; // 0x13 status
+
   function gunCells(pile) {
     var guns = pile.gunState || {};
     var ids = Object.keys(guns).sort();
@@ -330,14 +338,18 @@
     }
     return ids.map(function (gunId) {
       var g = guns[gunId] || {};
-      var status = g.status || g.gunStatus;
-      var label = gunId + ": " + (status === undefined || status === null ? "?" : status);
-      var parts = [el("span", { className: "gun-status", text: label })];
+      var label;
+      if (g.status !== undefined && g.status !== null) label = GUN_STATUS[g.status] || "status " + g.status;
+      else if (g.gunStatus !== undefined) label = g.gunStatus ? "fault" : "normal";
+      else label = "?";
+      if (g.status !== undefined && g.gunStatus === 1 && g.status !== 1) label += ", fault";
+      var parts = [el("span", { className: "gun-no", text: gunId }), " ",
+        el("span", { className: "gun-status g-" + label.split(",")[0].replace(/\W/g, ""), text: label })];
       if (g.plugged) parts.push(el("span", { className: "plug", title: "gun plugged", text: "plugged" }));
       if (g.tradeSeq && !/^0+$/.test(g.tradeSeq)) {
-        parts.push(el("a", { href: "#/order/" + g.tradeSeq, className: "trade", title: "current order", text: g.tradeSeq.slice(-8) }));
+        parts.push(el("a", { href: "#/order/" + g.tradeSeq, className: "trade", title: "current order " + g.tradeSeq, text: "…" + g.tradeSeq.slice(-8) }));
       }
-      return el("span", { className: "gun", dataset: { gun: gunId } }, parts);
+      return el("span", { className: "gun", dataset: { gun: gunId }, title: "gunStatus (0x03): " + short(g.gunStatus) + ", status (0x13): " + short(g.status) }, parts);
     });
   }
 
@@ -366,7 +378,7 @@
         el("td", { className: "mono", text: p.remote || "" }),
         el("td", { title: dateTime(seen), text: ago(seen) }),
         el("td", { className: "protocol", text: login.protocolVersion === undefined ? "" : String(login.protocolVersion) }),
-        el("td", { text: login.programVersion || "" }),
+        el("td", { text: login.softwareVersion || login.programVersion || "" }),
         el("td", { className: "guns" }, gunCells(p)));
     }));
     $("pile-empty").hidden = piles.length > 0;
@@ -388,7 +400,8 @@
     var info = [];
     if (pile.remote) info.push(pile.remote);
     if (login.protocolVersion !== undefined) info.push("protocol " + login.protocolVersion);
-    if (login.programVersion) info.push("program " + login.programVersion);
+    var program = login.softwareVersion || login.programVersion;
+    if (program) info.push("program " + program);
     if (pile.guns) info.push(pile.guns + " gun" + (pile.guns > 1 ? "s" : ""));
     if (pile.reason) info.push("offline: " + pile.reason);
     $("pile-info").textContent = info.join(" · ");
@@ -428,9 +441,10 @@
 
   function updateGunFromFrame(pile, frame) {
     var f = frame.fields;
-    if (!f || frame.dir !== "up" || (frame.code !== "13" && frame.code !== "03") || !f.gunId) return;
+    var gunId = f && (f.gunId || f.gun);
+    if (!f || frame.dir !== "up" || (frame.code !== "13" && frame.code !== "03") || !gunId) return;
     pile.gunState = pile.gunState || {};
-    var gun = pile.gunState[f.gunId] = pile.gunState[f.gunId] || {};
+    var gun = pile.gunState[gunId] = pile.gunState[gunId] || {};
     if (frame.code === "03" && f.gunStatus !== undefined) gun.gunStatus = f.gunStatus;
     if (frame.code === "13") {
       if (f.status !== undefined) gun.status = f.status;
@@ -466,7 +480,11 @@
     return text.length > 160 ? text.slice(0, 157) + "…" : text;
   }
 
+  var typeNames = {}; // code -> name, from the frames seen (an undecodable frame has none)
+
   function frameRow(frame) {
+    if (frame.name && frame.code) typeNames[frame.code] = frame.name;
+    var name = frame.name || (frame.code && typeNames[frame.code]) || "";
     var heartbeat = frame.code === "03" || frame.code === "04";
     var row = el("tr", {
       className: "frame " + frame.dir + (frame.error ? " bad" : "") + (heartbeat ? " heartbeat" : ""),
@@ -475,7 +493,7 @@
     },
     el("td", { className: "mono", title: dateTime(frame.at), text: clock(frame.at) }),
     el("td", { className: "dir", title: frame.dir === "up" ? "pile → platform" : "platform → pile", text: frame.dir === "up" ? "↑ up" : "↓ down" }),
-    el("td", null, el("span", { className: "code mono", text: frame.code ? "0x" + frame.code : "" }), " ", frame.name || ""),
+    el("td", null, el("span", { className: "code mono", text: frame.code ? "0x" + frame.code : "" }), " ", name),
     el("td", { className: "mono", text: frame.seq === null || frame.seq === undefined ? "" : String(frame.seq) }),
     el("td", { className: "summary" },
       frame.error ? el("span", { className: "error-mark", title: frame.error, text: "✗ " + frame.error }) : null,
@@ -538,7 +556,7 @@
       onclick: function (ev) { var b = ev.currentTarget; copyText(frame.raw).then(function () { flash(b, "copied"); }); },
       text: "copy hex",
     });
-    box.replaceChildren(
+    fill(box,
       el("div", { className: "detail-head" }, header, " ", copy),
       frame.error ? el("p", { className: "error-mark", text: "✗ " + frame.error }) : null,
       el("div", { className: "detail-body" },
@@ -775,6 +793,7 @@
     var values = Array.isArray(example) && example.length === 48 ? example.slice() : new Array(48).fill(2);
     var brush = 0;
     var painting = false;
+    var last = -1; // the last slot painted during a drag (a fast drag skips slots: they are filled)
     var cells = [];
     var brushes = RATES.map(function (rate, i) {
       return el("button", {
@@ -795,8 +814,13 @@
           className: "slot rate" + values[i], dataset: { slot: String(i), rate: String(values[i]) },
           title: pad(h) + ":" + (half ? "30" : "00") + "–" + (half ? pad(h + 1) + ":00" : pad(h) + ":30"),
         });
-        cell.addEventListener("mousedown", function (ev) { ev.preventDefault(); painting = true; paint(i); });
-        cell.addEventListener("mouseenter", function () { if (painting) paint(i); });
+        cell.addEventListener("mousedown", function (ev) { ev.preventDefault(); painting = true; last = i; paint(i); });
+        cell.addEventListener("mouseenter", function () {
+          if (!painting) return;
+          var from = Math.min(last, i), to = Math.max(last, i);
+          for (var j = from; j <= to; j++) paint(j);
+          last = i;
+        });
         cells[i] = cell;
         hour.appendChild(cell);
       });
@@ -948,11 +972,11 @@
       } else if (e.what === "state") text = [el("span", { className: "badge state-" + e.state, text: e.state })];
       else if (e.what === "anomaly") text = [el("span", { className: "anomaly", text: "rule " + e.rule + " · " + e.kind }), " ", e.detail || ""];
       else text = [summary(info)];
-      return el("tr", { className: "event " + e.what }, el("td", { className: "mono", text: dateTime(e.at) + "." + pad(new Date(e.at).getMilliseconds(), 3) }),
+      return el("tr", { className: "event ev-" + e.what, dataset: { what: e.what } }, el("td", { className: "mono", text: dateTime(e.at) + "." + pad(new Date(e.at).getMilliseconds(), 3) }),
         el("td", { text: e.what }), el("td", null, text));
     });
     $("order-title").textContent = o.tradeSeq;
-    $("order-detail").replaceChildren(
+    fill($("order-detail"),
       el("dl", { className: "facts" }, facts.map(function (f) { return [el("dt", { text: f[0] }), el("dd", null, f[1])]; })
         .reduce(function (a, b) { return a.concat(b); }, [])),
       el("h3", { text: "Anomalies" }),
