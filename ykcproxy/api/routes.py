@@ -319,6 +319,16 @@ ROUTES: tuple[Route, ...] = (
         params=(_PILE_ID, _LIMIT),
     ),
     Route(
+        "POST",
+        "/piles/<pile_id>/trace",
+        "pile_trace",
+        "trace",
+        "switch the pile's frame trace (every frame, hex and decoded, in the log) on or off",
+        {200: Reply("the trace's state", schemas.OBJECT)},
+        params=(_PILE_ID,),
+        body={"type": "object", "properties": {"enabled": {"type": "boolean"}}, "required": ["enabled"]},
+    ),
+    Route(
         "GET",
         "/events",
         "events",
