@@ -334,7 +334,13 @@ ROUTES: tuple[Route, ...] = (
         "events",
         "events",
         "the console's server-sent events: online, offline, pending, session, and frame for ?pile=",
-        {200: Reply("an event stream that stays open", {"type": "string"}, "text/event-stream")},
+        {
+            200: Reply(
+                "an event stream that stays open; each event's data is a JSON object",
+                {"type": "object"},
+                "text/event-stream",
+            )
+        },
         params=(
             Param("pile", "query", {"type": "string"}, "also stream this pile's frames"),
             Param(
@@ -349,7 +355,10 @@ ROUTES: tuple[Route, ...] = (
         "console",
         "console_index",
         "the live console (a web page)",
-        {200: Reply("the console's page", {"type": "string"}, "text/html")},
+        {
+            200: Reply("the console's page", {"type": "string"}, "text/html"),
+            404: Reply("the console's files are not installed"),
+        },
         public=True,
     ),
     Route(
