@@ -164,3 +164,28 @@ class PendingLogins(TestCase):
         d = stub.call("GET", "/piles?state=asleep")
         stub.flush()
         self.assertEqual(self.successResultOf(d).code, 400)
+
+
+class Trace(TestCase):
+    def test_switched_on_and_off_at_run_time(self) -> None:
+        from twisted.logger import globalLogPublisher
+
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        stub = StubApi()
+        pile = stub.pile(PILE)
+        d = stub.call("POST", f"/piles/{PILE}/trace", {"enabled": True})
+        stub.flush()
+        self.assertEqual(self.successResultOf(d).body, {"id": PILE, "trace": True})
+        pile.send(0x03, seq=5)
+        traced = [e for e in events if e.get("log_format", "").startswith("trace ")]
+        self.assertEqual([(e["direction"], e["ft"]) for e in traced], [("up", "03"), ("down", "04")])
+        self.assertEqual(traced[0]["seq"], 5)
+        d = stub.call("POST", f"/piles/{PILE}/trace", {"enabled": False})
+        stub.flush()
+        pile.send(0x03, seq=6)
+        self.assertEqual(len([e for e in events if e.get("log_format", "").startswith("trace ")]), 2)
+        d = stub.call("POST", f"/piles/{PILE}/trace", {"enabled": "yes"})
+        stub.flush()
+        self.assertEqual(self.successResultOf(d).code, 400)

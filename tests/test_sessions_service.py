@@ -88,3 +88,6 @@ class WholeOrder(TestCase):
         self.assertEqual([(a["rule"], a["kind"]) for a in failed["anomalies"]], [(1, "start-timeout")])
         code, page = yield rest(proxy, "GET", "/sessions?anomaly=1")
         self.assertEqual([s["tradeSeq"] for s in page["sessions"]], [TRADE])
+        text = proxy.metrics.render().decode()
+        self.assertIn('ykc_sessions{state="failed"} 1.0', text)
+        self.assertIn('ykc_session_anomalies_total{rule="1"} 1.0', text)

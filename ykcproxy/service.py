@@ -339,6 +339,9 @@ class ProxyService(MultiService):
         self.console = build_console(config, reactor)
         submit = self.delivery.submit if self.delivery is not None else None
         self.sessions = build_sessions(config, reactor, envelope, submit, self.console.hub)
+        from ykcproxy.sessions import metrics as session_metrics
+
+        session_metrics.register(self.sessions, self.metrics.registry)
         StopsWithService(self.sessions.stop, self.console.hub.stop).setServiceParent(self)
         self.piles, self.pile_listener = build_pile_side(
             config,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -33,6 +34,8 @@ from ykcproxy.wire.frames import Direction, FrameType
 __all__ = ["MAX_WAIT", "Answer", "ApiError", "ControlApi", "pile_view"]
 
 log = Logger()
+
+PILE_ID_PATTERN = re.compile(r"[0-9]{14}")
 
 
 def _json(request: IRequest, code: int, body: Any) -> bytes:
@@ -218,6 +221,17 @@ class ControlApi:
         if session is None:
             raise ApiError(404, f"pile {pile_id} is not connected")
         return pile_view(session)
+
+    def trace(self, request: IRequest, pile_id: str) -> Any:
+        """POST /piles/<id>/trace: switch the pile's frame trace on or off."""
+        body = self.json_body(request)
+        enabled = body.get("enabled") if isinstance(body, dict) else None
+        if not isinstance(enabled, bool):
+            raise ApiError(400, 'enabled: must be true or false (send {"enabled": true})')
+        if not PILE_ID_PATTERN.fullmatch(pile_id):
+            raise ApiError(400, f"pile id: must be 14 digits, got {pile_id!r}")
+        self.piles.tracer.switch(pile_id, enabled)
+        return {"id": pile_id, "trace": enabled}
 
     def healthz(self, request: IRequest) -> Any:
         """GET /healthz: 200 when listening and forwarding works, else 503."""

@@ -319,12 +319,28 @@ ROUTES: tuple[Route, ...] = (
         params=(_PILE_ID, _LIMIT),
     ),
     Route(
+        "POST",
+        "/piles/<pile_id>/trace",
+        "pile_trace",
+        "trace",
+        "switch the pile's frame trace (every frame, hex and decoded, in the log) on or off",
+        {200: Reply("the trace's state", schemas.OBJECT)},
+        params=(_PILE_ID,),
+        body={"type": "object", "properties": {"enabled": {"type": "boolean"}}, "required": ["enabled"]},
+    ),
+    Route(
         "GET",
         "/events",
         "events",
         "events",
         "the console's server-sent events: online, offline, pending, session, and frame for ?pile=",
-        {200: Reply("an event stream that stays open", {"type": "string"}, "text/event-stream")},
+        {
+            200: Reply(
+                "an event stream that stays open; each event's data is a JSON object",
+                {"type": "object"},
+                "text/event-stream",
+            )
+        },
         params=(
             Param("pile", "query", {"type": "string"}, "also stream this pile's frames"),
             Param(
@@ -339,7 +355,10 @@ ROUTES: tuple[Route, ...] = (
         "console",
         "console_index",
         "the live console (a web page)",
-        {200: Reply("the console's page", {"type": "string"}, "text/html")},
+        {
+            200: Reply("the console's page", {"type": "string"}, "text/html"),
+            404: Reply("the console's files are not installed"),
+        },
         public=True,
     ),
     Route(

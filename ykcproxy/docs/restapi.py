@@ -407,7 +407,31 @@ def render_restapi_md(catalogue: Mapping[int, FrameType] = CATALOGUE) -> str:
     lines.append(_MONITORING.strip("\n"))
     lines += ["", "Example (`GET /piles/" + PILE + "`):", "", _code_block(to_json(_pile_example()))]
     lines.append(_HEALTH.rstrip("\n"))
+    lines += _route_index()
     return "\n".join(lines) + "\n"
+
+
+def _route_index() -> list[str]:
+    """Every route of the table other than the commands: what it does, its parameters and answers."""
+    from ykcproxy.api.routes import ROUTES
+
+    lines = ["", "## Every other route", ""]
+    lines.append("Generated from the route table, like `/openapi.json`. 🔒: the API token applies.")
+    lines.append("")
+    lines.append("| route | what | parameters | answers |")
+    lines.append("|---|---|---|---|")
+    for route in ROUTES:
+        lock = "" if route.public else " 🔒"
+        if route.public_if:
+            lock = " 🔒 (unless --metricsPublic)"
+        shown = [f"`{p.name}` ({p.where})" for p in route.params]
+        if route.body is not None:
+            shown.append("JSON body")
+        params = ", ".join(shown) or "—"
+        answers = ", ".join(str(code) for code in route.all_replies())
+        path = route.openapi_path
+        lines.append(f"| `{route.method} {path}`{lock} | {route.summary} | {params} | {answers} |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,6 +35,7 @@ from ykcproxy.pile.observers import FrameObserver
 from ykcproxy.pile.protocol import PileProtocol
 from ykcproxy.pile.registry import Registry
 from ykcproxy.pile.session import PileSession
+from ykcproxy.pile.trace import FrameTracer
 from ykcproxy.pile.waiters import ReplyWaiters
 from ykcproxy.wire.codec import Codec, DecodeError
 from ykcproxy.wire.crc import CrcOrder
@@ -107,10 +108,10 @@ class PileServerFactory(Factory):
         self._uplink_decoders = {
             code: self.codec.decoder(code) for code, f in catalogue.items() if f.direction is Direction.UP
         }
-        self.observers = tuple(observers)
-        #: Frame type → the observers of it, per direction (only types someone reads).
-        self._observe_up = _by_type(self.observers, "up_types")
-        self._observe_down = _by_type(self.observers, "down_types")
+        #: The per-pile frame trace (``POST /piles/<id>/trace``): observes only while it traces a pile.
+        self.tracer = FrameTracer(on_change=self._arrange_observers)
+        self._given_observers = tuple(observers)
+        self._arrange_observers()
         self._frames_in = self.metrics.frames_in
         #: Where 0x3B records go when nothing is forwarded (standalone mode).
         self.records = records
@@ -127,6 +128,13 @@ class PileServerFactory(Factory):
         self._refused_logged: set[str] = set()
         #: Connections refused by the connection limits (logged rate-limited).
         self._refusals = ThrottledLog(clock, self.log, "the pile port")
+
+    def _arrange_observers(self) -> None:
+        """Frame type → the observers of it, per direction (only types someone reads)."""
+        tracing = (self.tracer,) if self.tracer.traced else ()
+        self.observers = (*self._given_observers, *tracing)
+        self._observe_up = _by_type(self.observers, "up_types")
+        self._observe_down = _by_type(self.observers, "down_types")
 
     # -- connections -------------------------------------------------------------
     def pause_reading(self, paused: bool) -> None:
