@@ -21,7 +21,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.support import call, login, start_proxy, until
+from tests.support import call, connect_pile, login, start_proxy, until
 from ykcproxy.sim.link import PileLink
 from ykcproxy.wire.examples import example
 
@@ -51,7 +51,10 @@ def _browser() -> tuple[str, str] | str:
 
 
 BROWSER = _browser()
+#: Where screenshots go (a relative path is from the repository's root: trial runs in _trial_temp).
 SHOTS = os.environ.get("YKCPROXY_SCREENSHOTS", "")
+if SHOTS:
+    SHOTS = str(Path(__file__).resolve().parent.parent / SHOTS)
 
 
 class Browser:
@@ -166,12 +169,12 @@ class PileList(ConsoleTest):
                 lambda d: br.find(f'tr.pile[data-pile="{PILE}"] td.protocol').text == "1",
                 "the protocol version (from GET /piles)",
             )
-            br.shot("piles")
 
         yield self.b(counts)
         assert first.transport is not None
         first.transport.loseConnection()
         yield self.b(_pile_row(OTHER, "offline"))
+        yield self.b(lambda br: br.shot("piles"))
 
         def filtered(br: Browser) -> None:
             box = br.find("#pile-filter")
@@ -182,6 +185,34 @@ class PileList(ConsoleTest):
             br.wait(lambda d: d.find_element(By.ID, "count-offline").text == "1", "1 offline")
 
         yield self.b(filtered)
+
+    @inlineCallbacks
+    def test_a_pending_login_then_accepted_and_its_gun_charging(self) -> Any:
+        proxy = start_proxy(self, auto_verification=False)
+        yield self.open(proxy)
+        yield self.watch("#/piles")
+        link: PileLink = yield connect_pile(self, proxy)
+        link.send(0x01, example(0x01, PILE))
+        yield self.b(_pile_row(PILE, "pending"))
+        yield self.b(
+            lambda br: br.wait(lambda d: d.find_element(By.ID, "count-pending").text == "1", "1 pending")
+        )
+        answer = yield call(proxy, "POST", "/proxy/02", {"id": PILE, "result": True})
+        self.assertEqual(answer.code, 200)
+        yield link.expect(0x02)
+        yield self.b(_pile_row(PILE, "online"))
+        trade = PILE + "01" + "261207120000" + "0001"
+        charging = {**example(0x13, PILE), "tradeSeq": trade, "status": 3, "plugged": 1}
+        link.send(0x13, charging)
+
+        def gun(br: Browser) -> None:
+            br.find(f'tr.pile[data-pile="{PILE}"] .gun[data-gun="01"] .g-charging')
+            link = br.find(f'tr.pile[data-pile="{PILE}"] .gun a.trade')
+            assert link.get_attribute("href").endswith("#/order/" + trade)
+            assert br.driver.find_element(By.ID, "count-pending").text == "0"
+            br.shot("piles-charging")
+
+        yield self.b(gun)
 
 
 class Frames(ConsoleTest):
@@ -311,6 +342,7 @@ class Commands(ConsoleTest):
             before[:] = [int(s.get_attribute("data-rate")) for s in slots]
             ActionChains(br.driver).click_and_hold(slots[16]).move_to_element(slots[19]).release().perform()
             br.find('#cmd-58 .slot[data-slot="19"][data-rate="1"]')
+            br.driver.execute_script("arguments[0].scrollIntoView()", form)
             waits = form.find_element(By.NAME, "wait")
             waits.clear()
             waits.send_keys("0.5")
@@ -325,6 +357,8 @@ class Commands(ConsoleTest):
         def timeout(br: Browser) -> None:
             result = br.find("#cmd-58 .cmd-result.timeout")
             assert result.find_element(By.CSS_SELECTOR, ".status").text == "504"
+            br.driver.execute_script("arguments[0].scrollIntoView()", br.find("#cmd-58 h4"))
+            br.shot("billing")
 
         yield self.b(timeout)
 

@@ -266,7 +266,15 @@
       }
     });
     on(source, "frame", function (frame) { frameArrived(frame); });
-    on(source, "session", function (order) { orderArrived(order); });
+    on(source, "session", function (order) { orderArrived(order); schedulePileRefresh(); });
+    on(source, "gun", function (data) { // a gun's state changed (when the server sends it)
+      var pile = state.piles.get(data.id);
+      if (!pile || !data.gun) return;
+      pile.gunState = pile.gunState || {};
+      var gun = pile.gunState[data.gun] = pile.gunState[data.gun] || {};
+      ["gunStatus", "status", "plugged", "tradeSeq"].forEach(function (k) { if (data[k] !== undefined) gun[k] = data[k]; });
+      pilesChanged(data.id);
+    });
   }
 
   function on(source, name, handler) {
@@ -281,13 +289,18 @@
   // ---- piles ---------------------------------------------------------------
 
   var refreshTimer = null;
+  var lastRefresh = 0; // when GET /piles was last asked (ms)
+  var refreshCost = 0; // how long it took (ms): a big fleet is asked less often
 
   function schedulePileRefresh() {
     if (refreshTimer) return;
-    refreshTimer = setTimeout(function () { refreshTimer = null; refreshPiles(); }, 300);
+    var gap = Math.max(300, 2 * refreshCost, lastRefresh + Math.max(2000, 5 * refreshCost) - Date.now());
+    refreshTimer = setTimeout(function () { refreshTimer = null; refreshPiles().catch(function () {}); }, gap);
   }
 
   function refreshPiles() {
+    var began = Date.now();
+    lastRefresh = began;
     return Promise.all([getJson("/piles"), getJson("/piles?state=pending")]).then(function (got) {
       var online = new Set();
       got[0].forEach(function (p) {
@@ -310,6 +323,7 @@
           pile.offlineAt = pile.offlineAt || Date.now();
         }
       });
+      refreshCost = Date.now() - began;
       pilesChanged(null);
     });
   }
@@ -650,7 +664,8 @@
     Object.keys(props).forEach(function (name) {
       if (name === "header") return;
       var prop = props[name];
-      var control = fieldControl(ft, name, prop, info.example[name], pile);
+      // A clock is "now" when left empty: an example time would set the pile's clock back.
+      var control = fieldControl(ft, name, prop, name === "time" ? undefined : info.example[name], pile);
       inputs[name] = control;
       rows.push(el("label", { className: "cmd-field" + (control.wide ? " wide" : ""), title: prop.description || "" },
         el("span", { className: "name" }, name, required.has(name) ? "" : el("span", { className: "opt", text: " (optional)" })),
@@ -709,7 +724,11 @@
     var parts = [el("span", { className: "status s" + r.status, text: String(r.status) }), " ", el("span", { text: b.message || "" })];
     var cls = "cmd-result ";
     if (r.status === 200) cls += "ok";
-    else if (r.status === 504) { cls += "timeout"; parts.push(el("p", { text: "No reply within " + wait + " s. The frame was sent: do not blindly send it again." })); }
+    else if (r.status === 504) {
+      cls += "timeout";
+      parts.push(el("p", { text: "No reply within " + wait + " s. The frame was sent" +
+        (form.dataset.ft === "34" ? ": do not blindly start again, check the pile's orders first." : ".") }));
+    }
     else if (r.status === 502) { cls += "failed"; parts.push(el("p", { text: "The pile disconnected while the reply was awaited. The frame was sent." })); }
     else if (r.status === 403) { cls += "failed"; parts.push(el("p", { text: "This token can read but not send commands." })); }
     else cls += "failed";
@@ -1052,8 +1071,9 @@
 
   setInterval(function () {
     if (!state.ready || document.hidden) return;
+    if (Date.now() - lastRefresh < Math.max(PILE_REFRESH_MS, 20 * refreshCost) - 500) return;
     refreshPiles().catch(function () {});
-  }, PILE_REFRESH_MS);
+  }, 1000);
   setInterval(function () { if (state.ready && state.view === "piles") renderPiles(); }, 5000);
 
   window.ykcConsole = state; // for debugging from the browser's console
