@@ -212,7 +212,15 @@
     state.events = source;
     state.eventsPile = wanted;
     setStream("connecting", "connecting");
-    source.addEventListener("open", function () { setStream("up", "live"); });
+    var opened = false;
+    source.addEventListener("open", function () {
+      setStream("up", "live");
+      if (opened && state.events === source) { // back after a break: read again what was missed
+        refreshPiles().catch(function () {});
+        if (state.view === "pile") loadFrames();
+      }
+      opened = true;
+    });
     source.addEventListener("error", function () {
       if (state.events !== source) return;
       if (source.readyState === EventSource.CLOSED) {
