@@ -47,6 +47,7 @@ class Sigterm(TestCase):
         data_dir = os.path.abspath(self.mktemp())
         proc = self.start(url, data_dir=data_dir)
         pile_port, _ = yield proc.ready
+        yield proc.saying(b"SIGHUP reloads")  # running: the signal handlers are in place
         links = []
         for pile in PILES:
             links.append((yield connect(pile_port, pile)))
@@ -59,6 +60,7 @@ class Sigterm(TestCase):
         # Each offline was POSTed before the exit or committed to the outbox: a restart sends the rest.
         again = self.start(url, data_dir=data_dir)
         yield again.ready
+        yield again.saying(b"SIGHUP reloads")  # running: the signal handlers are in place
         yield consumer.wait_for(lambda posts: len([p for p in posts if p.path == "/offline"]) >= 2)
         offline = consumer.of("offline")
         self.assertEqual(sorted(p.body["id"] for p in offline), sorted(PILES))
@@ -78,6 +80,7 @@ class Sigterm(TestCase):
         self.addCleanup(self.cancel_held_answers)
         proc = self.start(url, "-shutdownTimeout", "1", "-httpTimeout", "3600")
         pile_port, _ = yield proc.ready
+        yield proc.saying(b"SIGHUP reloads")  # running: the signal handlers are in place
         yield connect(pile_port, PILES[0])
         yield consumer.wait_for(lambda posts: len(posts) >= 1)  # the online POST, held in flight
         proc.signal("TERM")
