@@ -7,15 +7,14 @@ without a socket or a real wait.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import attrs
 from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
+from tests.support import answer_of, request_parts
 from ykcproxy.api.app import ControlApi
 from ykcproxy.api.outbox_handlers import OutboxHandlers
 from ykcproxy.api.session_handlers import SessionHandlers
@@ -32,15 +31,6 @@ from ykcproxy.wire.examples import example
 from ykcproxy.wire.framer import Framer, RawFrame
 
 CODEC = Codec()
-
-
-@attrs.frozen
-class Answer:
-    """An answer of the REST API."""
-
-    code: int
-    body: Any
-    headers: dict[str, str]
 
 
 class MemoryPile:
@@ -119,26 +109,15 @@ class StubApi:
         raw: bytes | None = None,
         headers: dict[bytes, list[bytes]] | None = None,
     ) -> Any:
-        """Start a REST call; returns a Deferred of :class:`Answer` (flush or advance to finish)."""
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        sent = {b"Content-Type": [b"application/json"], **(headers or {})}
+        """Start a REST call; a Deferred of :class:`~tests.support.Http` (flush or advance the clock)."""
+        data, sent = request_parts(body, raw, headers)
         d = self.treq.request(method, f"http://ykcproxy.test{path}", data=data, headers=sent)
         d.addCallback(self._read)
         self.treq.flush()
         return d
 
     def _read(self, response: Any) -> Any:
-        d = response.content()
-
-        def decode(content: bytes) -> Answer:
-            try:
-                decoded = json.loads(content)
-            except ValueError:
-                decoded = content.decode()
-            got = {k.decode().lower(): v[0].decode() for k, v in response.headers.getAllRawHeaders()}
-            return Answer(response.code, decoded, got)
-
-        return d.addCallback(decode)
+        return response.content().addCallback(lambda content: answer_of(response, content))
 
     def flush(self) -> None:
         """Run the requests' pending work."""

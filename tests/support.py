@@ -175,10 +175,22 @@ def call(
 ) -> Any:
     """Call the proxy's REST API over loopback; returns an :class:`Http`."""
     url = f"http://127.0.0.1:{proxy.http_port}{path}"
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    sent = {b"Content-Type": [b"application/json"], **(headers or {})}
+    data, sent = request_parts(body, raw, headers)
     response = yield treq.request(method, url, data=data, headers=sent, pool=_POOL)
     content = yield response.content()
+    return answer_of(response, content)
+
+
+def request_parts(
+    body: Any, raw: bytes | None, headers: dict[bytes, list[bytes]] | None
+) -> tuple[bytes | None, dict[bytes, list[bytes]]]:
+    """The body bytes (``raw``, or ``body`` as JSON) and the headers of a REST call."""
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    return data, {b"Content-Type": [b"application/json"], **(headers or {})}
+
+
+def answer_of(response: Any, content: bytes) -> Http:
+    """The :class:`Http` of a response and its body (JSON decoded when it is JSON)."""
     try:
         decoded = json.loads(content)
     except ValueError:
