@@ -527,3 +527,61 @@ class RecoveryOfTheRealService(TestCase):
         self.assertIn("outbox recovery failed", health["forwarder"]["reason"])
         self.assertIn("no such column", health["forwarder"]["reason"])
         self.flushLoggedErrors(sqlite3.OperationalError)
+
+
+class StartedPublisher(FakePublisher):
+    """A fake publisher that is usable at once."""
+
+    def start(self) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        d.callback(None)
+        return d
+
+
+class DrainOnStop(TestCase):
+    """On stop, what is queued (the shutdown's offline events) is delivered first, within a bound."""
+
+    def forwarder(self) -> tuple[ForwarderService, StartedPublisher, ScriptedOutbox, Clock]:
+        clock, publisher, outbox = Clock(), StartedPublisher(), ScriptedOutbox()
+        outbox.left = []
+        delivery = Delivery(publisher, clock, store=outbox, backoff=NO_JITTER)
+        service = ForwarderService(publisher, delivery, outbox, clock, drain_timeout=5.0)
+        service.startService()
+        return service, publisher, outbox, clock
+
+    def test_drained_fires_at_once_when_nothing_is_queued(self) -> None:
+        delivery = Delivery(FakePublisher(), Clock())
+        self.successResultOf(delivery.when_drained())
+
+    def test_queued_messages_are_delivered_before_the_close(self) -> None:
+        service, publisher, outbox, clock = self.forwarder()
+        service.delivery.submit(msg("a", 1))
+        service.delivery.submit(msg("b", 1))
+        stopped = service.stopService()
+        self.assertNoResult(stopped)
+        self.assertFalse(outbox.closed)
+        publisher.ack()
+        self.successResultOf(stopped)
+        self.assertTrue(outbox.closed)
+        self.assertEqual(sorted(publisher.sent_ids()), ["a-1", "b-1"])
+
+    def test_a_retry_during_the_drain_still_counts(self) -> None:
+        service, publisher, outbox, clock = self.forwarder()
+        service.delivery.submit(msg("a", 1))
+        stopped = service.stopService()
+        publisher.nack()
+        self.flushLoggedErrors()
+        clock.advance(1.0)  # the backoff's retry, still within the drain
+        publisher.ack()
+        self.successResultOf(stopped)
+        self.assertEqual(publisher.sent_ids(), ["a-1", "a-1"])
+
+    def test_what_is_not_delivered_in_time_stays_in_the_store(self) -> None:
+        service, publisher, outbox, clock = self.forwarder()
+        service.delivery.submit(msg("a", 1))
+        stopped = service.stopService()
+        clock.advance(5.0)
+        self.successResultOf(stopped)
+        self.assertTrue(outbox.closed)
+        self.assertEqual(service.delivery.depth, 1)
+        self.assertEqual(clock.getDelayedCalls(), [])

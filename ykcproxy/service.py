@@ -149,7 +149,12 @@ def build_forwarding(
     if outbox is not None:
         store = outbox
         metrics.gauge_function(metrics.dead_letters, lambda: store.dead_count)
-    return Forwarding(publisher, delivery, outbox, ForwarderService(publisher, delivery, outbox, reactor))
+    return Forwarding(
+        publisher,
+        delivery,
+        outbox,
+        ForwarderService(publisher, delivery, outbox, reactor, drain_timeout=config.shutdown_timeout * 0.7),
+    )
 
 
 class StopsWithService(Service):

@@ -126,6 +126,7 @@ class Delivery:
         self._timers: dict[str, Any] = {}
         self._stopped = False
         self._held = False
+        self._drain_waiters: list[Deferred[None]] = []
         self.dead_letter_after = dead_letter_after
         self.high_water = high_water
         self.low_water = int(high_water * 0.8) if high_water else 0
@@ -162,6 +163,21 @@ class Delivery:
         }
 
     # -- API ------------------------------------------------------------------
+    def when_drained(self) -> Deferred[None]:
+        """A Deferred that fires once nothing accepted is left undelivered (now, if so)."""
+        d: Deferred[None] = Deferred()
+        if self._depth == 0:
+            d.callback(None)
+        else:
+            self._drain_waiters.append(d)
+        return d
+
+    def _check_drained(self) -> None:
+        if self._depth == 0 and self._drain_waiters:
+            waiters, self._drain_waiters = self._drain_waiters, []
+            for d in waiters:
+                d.callback(None)
+
     def stop(self) -> None:
         """Cancel pending retries (what is queued stays in the store)."""
         for timer in self._timers.values():
@@ -313,6 +329,7 @@ class Delivery:
                 if item.waiter is not None:
                     item.waiter.callback(None)
             self._next_of(pile)
+        self._check_drained()
         self._pump()
 
     def _failed(self, failure: Failure, groups: list[tuple[str, list[_Item]]]) -> None:
@@ -360,6 +377,7 @@ class Delivery:
         if item.waiter is not None:
             item.waiter.errback(Failure(RuntimeError(f"undeliverable: {self._last_error}")))
         self._next_of(pile)
+        self._check_drained()
 
     def _next_of(self, pile: str) -> None:
         """A pile's head is done with: its next message becomes ready, or its queue goes."""

@@ -17,7 +17,7 @@ from typing import Any
 
 from twisted.application.internet import TimerService
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -77,6 +77,9 @@ class ForwarderService(Service):
     :param outbox: the durable store (None: messages are kept in memory only).
     :param clock: times the recovery retries and the purges.
     :param recovery_backoff: waits between recovery attempts.
+    :param drain_timeout: on stop, seconds to go on delivering what is queued
+        (the piles' ``offline`` events of the shutdown among it) before the
+        rest is left in the outbox for the next start; 0: stop at once.
     """
 
     #: How often delivered 0x3B records past their retention are purged.
@@ -89,12 +92,14 @@ class ForwarderService(Service):
         outbox: IDurableStore | None,
         clock: IReactorTime,
         recovery_backoff: Backoff = Backoff(first=1.0, cap=60.0),
+        drain_timeout: float = 0.0,
     ) -> None:
         self.publisher = publisher
         self.delivery = delivery
         self.outbox = outbox
         self.clock = clock
         self.recovery_backoff = recovery_backoff
+        self.drain_timeout = drain_timeout
         self.purger: PeriodicService | None = None
         if outbox is not None:
             self.purger = PeriodicService("outbox purge", self.PURGE_INTERVAL, outbox.purge, clock)
@@ -186,6 +191,35 @@ class ForwarderService(Service):
             call.cancel()
         if self.purger is not None and self.purger.running:
             self.purger.stopService()  # a purge under way is committed before the close
+        d = self._drain()
+        d.addCallback(lambda _: self._close())
+        return d
+
+    def _drain(self) -> Deferred[None]:
+        """Go on delivering for up to :attr:`drain_timeout` seconds while anything is queued."""
+        queued = self.delivery.depth
+        usable = self.started.called and self.recovered.called
+        if not (self.drain_timeout > 0 and queued and usable):
+            return succeed(None)
+        log.info(
+            "shutdown: delivering {queued} queued messages (up to {timeout:g} s)",
+            queued=queued,
+            timeout=self.drain_timeout,
+        )
+        d = self.delivery.when_drained()
+        d.addTimeout(self.drain_timeout, self.clock)
+
+        def left(failure: Failure) -> None:
+            log.warn(
+                "shutdown: {left} messages not delivered within {timeout:g} s; "
+                "they stay in the outbox for the next start",
+                left=self.delivery.depth,
+                timeout=self.drain_timeout,
+            )
+
+        return d.addErrback(left)
+
+    def _close(self) -> Deferred[None]:
         self.delivery.stop()
         d = self.publisher.stop()
         if self.outbox is not None:

@@ -420,7 +420,8 @@ OPTIONS: tuple[Option, ...] = (
         "shutdownTimeout",
         Seconds(),
         10.0,
-        "Seconds SIGTERM may take: piles go offline, the outbox commits, then the process exits anyway.",
+        "Seconds SIGTERM may take: piles go offline, queued messages are delivered for up to 70% of it "
+        "(the rest stays in the outbox for the next start), then the process exits anyway.",
         GENERAL,
         "shutdown_timeout",
     ),
