@@ -267,3 +267,40 @@ class UnderTwistd(TestCase):
         self.assertNotIn("/healthz", output)
         self.assertNotIn("/metrics", output)
         self.assertNotIn("Starting factory", output)
+
+
+class PileLineFields(TestCase):
+    """Every log line about a pile carries its id, remote address and seq as fields."""
+
+    def test_pile_lines_carry_id_remote_and_seq(self):
+        from tests.stub_api import StubApi
+        from ykcproxy.wire.codec import encode_frame
+        from ykcproxy.wire.crc import CrcOrder
+
+        events: list[dict] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        stub = StubApi(max_frame_rate=0)
+        pile = stub.pile("32010200000001")  # login, online
+        pile.send(0x03, seq=9)
+        bad = bytearray(encode_frame(0x03, 10, b"\x00" * 13, CrcOrder.LOW_FIRST))
+        bad[-1] ^= 0xFF
+        pile.protocol.dataReceived(bytes(bad))  # a bad CRC: dropped, logged
+        stub.piles.tracer.switch("32010200000001", True)
+        pile.send(0x03, seq=11)  # traced
+        again = stub.pile("32010200000001")  # logs in again elsewhere: replaces the first
+        again.protocol.transport.loseConnection()
+        again.protocol.connectionLost()
+        about_piles = [e for e in events if e.get("log_namespace", "").startswith("ykcproxy.pile")]
+        self.assertGreaterEqual(len(about_piles), 6, [e["log_format"] for e in about_piles])
+        for event in about_piles:
+            with self.subTest(line=event["log_format"]):
+                self.assertIn("remote", event)
+                self.assertTrue(event["remote"].startswith("10.0.0.1:"), event)
+                self.assertIn("seq", event)
+                self.assertIn(event.get("pile_id"), ("32010200000001", ""), event)
+        seqs: dict[str, list[int]] = {}
+        for e in about_piles:
+            seqs.setdefault(e["log_format"], []).append(e["seq"])
+        self.assertEqual(seqs["dropped {kind} from {remote}: {detail}: {hex}"], [9])  # the latest good frame
+        self.assertEqual(seqs["trace {pile_id} {direction} 0x{ft} seq {seq}: {hex} {fields}"][:2], [11, 11])

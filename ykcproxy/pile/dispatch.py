@@ -108,13 +108,17 @@ def _confirm_when_stored(
                 "record {trade_seq} of pile {pile_id} is stored, but not on its current link; "
                 "it will send it again",
                 trade_seq=trade_seq,
-                pile_id=pile_id,
+                **(session.log_fields() if session is not None else {"pile_id": pile_id}),
             )
             return
         policy.send(session, TRANSACTION_CONFIRM, {"tradeSeq": trade_seq, "result": 0}, reply_seq)
 
     safe.addCallback(confirm)
-    safe.addErrback(lambda f: log.failure("storing record {t}", f, t=trade_seq))
+    safe.addErrback(
+        lambda f: log.failure(
+            "storing record {trade_seq} of pile {pile_id}", f, trade_seq=trade_seq, pile_id=pile_id
+        )
+    )
 
 
 #: Frame type → what it does beyond the common path.

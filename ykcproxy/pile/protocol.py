@@ -70,6 +70,8 @@ class PileProtocol(Protocol):
         self.host = ""
         self.connected_at = 0.0
         self.last_seen = 0.0
+        #: The seq of the latest whole frame read (None: none yet), for log lines.
+        self.last_seq: int | None = None
         self.close_reason: str | None = None
         self._framer: Framer | None = None
         self._silence: IDelayedCall | None = None
@@ -173,6 +175,7 @@ class PileProtocol(Protocol):
                         continue
                     tokens -= 1.0
                 self.last_seen = now
+                self.last_seq = item.seq
                 if (
                     f.follow_crc_order
                     and self.crc_order is not item.crc_order
@@ -236,9 +239,8 @@ class PileProtocol(Protocol):
         if idle >= timeout:
             self.factory.log.info(
                 "pile connection {remote} silent for {idle:.0f}s; closing",
-                remote=self.remote,
                 idle=idle,
-                piles=list(self.sessions),
+                **self.log_fields(),
             )
             self.close("timeout", abort=True)
             return
@@ -281,6 +283,21 @@ class PileProtocol(Protocol):
                 self._login_timer = clock.callLater(self._login_left, self._login_expired)
             self._login_left = None
         self.last_seen = self._heard_floor = self.factory.clock.seconds()
+
+    def log_fields(self, seq: int | None = None) -> dict[str, Any]:
+        """The fields of every log line about this link: ``pile_id``, ``remote``, ``seq``, ``piles``.
+
+        ``pile_id`` is the link's pile ('' before any login; a concentrator's
+        first); ``piles`` lists them all; ``seq`` is the frame the line is
+        about, else the latest read.
+        """
+        piles = list(self.sessions)
+        return {
+            "pile_id": piles[0] if piles else "",
+            "piles": piles,
+            "remote": self.remote,
+            "seq": self.last_seq if seq is None else seq,
+        }
 
     def describe(self) -> dict[str, Any]:
         """A short view for logs."""

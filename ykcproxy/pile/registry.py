@@ -151,9 +151,8 @@ class Registry:
         if old is not None and old is not session:
             self.log.info(
                 "pile {pile_id} logged in again from {remote}; replacing {old}",
-                pile_id=pile_id,
-                remote=session.connection.remote,
                 old=old.connection.remote,
+                **session.log_fields(),
             )
             self.drop(old, "replaced", was_registered=True)
         self.on_online(session)
@@ -207,9 +206,8 @@ class Registry:
             self.log.info(
                 "pile {pile_id} silent for {idle:.0f}s on {remote}, which other piles still use; "
                 "taking it offline",
-                pile_id=session.pile_id,
                 idle=idle,
-                remote=session.connection.remote,
+                **session.log_fields(),
             )
             self.drop(session, "timeout")
         return next_check

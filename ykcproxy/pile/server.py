@@ -109,7 +109,7 @@ class PileServerFactory(Factory):
             code: self.codec.decoder(code) for code, f in catalogue.items() if f.direction is Direction.UP
         }
         #: The per-pile frame trace (``POST /piles/<id>/trace``): observes only while it traces a pile.
-        self.tracer = FrameTracer(on_change=self._arrange_observers)
+        self.tracer = FrameTracer(on_change=self._arrange_observers, fields_of=self._log_fields_of)
         self._given_observers = tuple(observers)
         self._arrange_observers()
         self._frames_in = self.metrics.frames_in
@@ -171,13 +171,13 @@ class PileServerFactory(Factory):
         self.registry.connection_made(proto)
         if self.paused:
             proto.pause(True)
-        self.log.debug("pile connection from {remote}", remote=proto.remote)
+        self.log.debug("pile connection from {remote}", **proto.log_fields())
 
     def connection_lost(self, proto: PileProtocol, reason: str) -> None:
         """A connection closed: its piles go offline with ``reason``."""
         self.registry.connection_lost(proto, reason)
         self.metrics.connections_closed[reason] += 1
-        self.log.info("pile connection {remote} closed ({reason})", remote=proto.remote, reason=reason)
+        self.log.info("pile connection {remote} closed ({reason})", reason=reason, **proto.log_fields())
 
     def expire_silent_piles(self, proto: PileProtocol, now: float, floor: float) -> float:
         """Take offline the piles of a shared link that fell silent while others talk.
@@ -198,8 +198,8 @@ class PileServerFactory(Factory):
         proto.bad_log.warn(
             err.kind,
             "dropped {kind} from {remote}: {detail}: {hex}",
-            remote=proto.remote,
             detail=err.detail,
+            **proto.log_fields(),
             hex=err.data[:300].hex(),
         )
         self._tell_bad_input(proto, err.kind, err.data, err.detail)
@@ -218,9 +218,9 @@ class PileServerFactory(Factory):
             kind,
             "dropped frame 0x{ft} from {remote}: {detail}: {hex}",
             ft=_FT[frame.code],
-            remote=proto.remote,
             detail=detail,
             hex=frame.raw.hex(),
+            **proto.log_fields(frame.seq),
         )
         self._tell_bad_input(proto, kind, frame.raw, detail)
         if kind != "not_logged_in":  # policy, not bad input: the login timeout deals with it
@@ -233,9 +233,8 @@ class PileServerFactory(Factory):
         self.metrics.limit_acted("error-budget")
         self.log.warn(
             "pile connection {remote} sent more than {budget} bad frames in a minute; closing",
-            remote=proto.remote,
             budget=budget.budget,
-            piles=list(proto.sessions),
+            **proto.log_fields(),
         )
         proto.close("abuse", abort=True)
 
@@ -248,9 +247,9 @@ class PileServerFactory(Factory):
             "rate",
             "dropped frame 0x{ft} from {remote}: over {rate:g} frames/s per pile: {hex}",
             ft=_FT[frame.code],
-            remote=proto.remote,
             rate=proto.rate.rate,
             hex=frame.raw.hex(),
+            **proto.log_fields(frame.seq),
         )
 
     def login_timed_out(self, proto: PileProtocol) -> None:
@@ -258,9 +257,9 @@ class PileServerFactory(Factory):
         self.metrics.limit_acted("login-timeout")
         self.log.info(
             "pile connection {remote} has no accepted login after {timeout:g}s; closing",
-            remote=proto.remote,
             timeout=self.config.login_timeout,
             pending=list(proto.sessions),
+            **proto.log_fields(),
         )
         proto.close("login-timeout", abort=True)
 
@@ -269,10 +268,9 @@ class PileServerFactory(Factory):
         self.metrics.limit_acted("output-buffer")
         self.log.warn(
             "pile connection {remote} does not read: about {queued} bytes queued, over {limit}; closing",
-            remote=proto.remote,
             queued=queued,
             limit=self.config.max_output_buffer,
-            piles=list(proto.sessions),
+            **proto.log_fields(),
         )
         proto.close("slow-reader", abort=True)
 
@@ -349,9 +347,7 @@ class PileServerFactory(Factory):
         session = self.registry.login(proto, pile_id, proto.last_seen)
         session.login = {k: v for k, v in fields.items() if k != "id"}
         session.last_request_seq[LOGIN] = frame.seq
-        self.log.info(
-            "login of pile {pile_id} from {remote}", pile_id=pile_id, remote=proto.remote, login=session.login
-        )
+        self.log.info("login of pile {pile_id} from {remote}", login=session.login, **session.log_fields())
         if self.forward is not None:
             self.forward.submit(self.envelope.frame(frame, pile_id, fields))
         if self.config.auto_verification:
@@ -370,8 +366,7 @@ class PileServerFactory(Factory):
                 self._refused_logged.add(pile_id)
             self.log.warn(
                 "login of pile {pile_id} from {remote} refused: not on the allow-list {path}",
-                pile_id=pile_id,
-                remote=proto.remote,
+                **{**proto.log_fields(frame.seq), "pile_id": pile_id},
                 path=self.allow_list.path if self.allow_list is not None else "",
             )
         session = self.registry.login(proto, pile_id, proto.last_seen)
@@ -399,15 +394,21 @@ class PileServerFactory(Factory):
             if self.registry.accept(session) and self.config.auto_time_sync:
                 self._time_sync(session)
         else:
-            self.log.info("login of pile {pile_id} refused; closing", pile_id=session.pile_id)
+            self.log.info("login of pile {pile_id} refused; closing", **session.log_fields())
             self.registry.refuse(session)
         return frame
 
+    def _log_fields_of(self, pile_id: str) -> dict[str, Any]:
+        session = self.registry.find(pile_id)
+        if session is None:
+            return {"pile_id": pile_id, "remote": "", "seq": None}
+        return session.log_fields()
+
     def _online(self, session: PileSession) -> None:
-        self._event("online", session.pile_id, {"remote": session.connection.remote})
+        self._event("online", session, {"remote": session.connection.remote})
 
     def _offline(self, session: PileSession, reason: str) -> None:
-        self._event("offline", session.pile_id, {"remote": session.connection.remote, "reason": reason})
+        self._event("offline", session, {"remote": session.connection.remote, "reason": reason})
         self.waiters.fail_pile(session.pile_id, f"pile {session.pile_id} went offline ({reason})")
         for observer in self.observers:
             observer.pile_offline(session.pile_id)
@@ -455,8 +456,9 @@ class PileServerFactory(Factory):
         return seq, self.send(session, code, fields, seq)
 
     # -- messages for consumers ---------------------------------------------------
-    def _event(self, kind: str, pile_id: str, extra: dict[str, Any]) -> None:
-        self.log.info("pile {pile_id} {kind}", pile_id=pile_id, kind=kind, **extra)
+    def _event(self, kind: str, session: PileSession, extra: dict[str, Any]) -> None:
+        pile_id = session.pile_id
+        self.log.info("pile {pile_id} {kind}", kind=kind, **{**extra, **session.log_fields()})
         if self.on_event is not None:
             self.on_event(kind, {"id": pile_id, **extra})
         if self.forward is not None:

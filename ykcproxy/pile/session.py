@@ -61,6 +61,10 @@ class PileSession:
             return self.trade_seqs.get(trade_seq)
         return self.last_request_seq.get(request_code)
 
+    def log_fields(self) -> dict[str, Any]:
+        """The fields of every log line about this pile: ``pile_id``, ``remote``, ``seq`` (latest read)."""
+        return {"pile_id": self.pile_id, "remote": self.connection.remote, "seq": self.connection.last_seq}
+
     def describe(self) -> dict[str, Any]:
         """JSON view for ``GET /piles``."""
         return {

@@ -24,11 +24,17 @@ class FrameTracer:
     up_types = _ALL
     down_types = _ALL
 
-    def __init__(self, on_change: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_change: Callable[[], None] | None = None,
+        fields_of: Callable[[str], dict[str, Any]] | None = None,
+    ) -> None:
         #: The pile ids being traced.
         self.traced: set[str] = set()
         #: Called when the set of traced piles changes (the factory re-arranges its observers).
         self.on_change = on_change
+        #: A pile's log fields (``pile_id``, ``remote``, ``seq``: see ``PileSession.log_fields``).
+        self.fields_of = fields_of or (lambda pile_id: {"pile_id": pile_id, "remote": "", "seq": None})
 
     def switch(self, pile_id: str, enabled: bool) -> None:
         """Start or stop tracing ``pile_id`` (logged)."""
@@ -39,7 +45,9 @@ class FrameTracer:
         if self.on_change is not None:
             self.on_change()
         self.log.info(
-            "frame trace of pile {pile_id} {state}", pile_id=pile_id, state="on" if enabled else "off"
+            "frame trace of pile {pile_id} {state}",
+            state="on" if enabled else "off",
+            **self.fields_of(pile_id),
         )
 
     def observe(
@@ -50,12 +58,11 @@ class FrameTracer:
             return
         self.log.info(
             "trace {pile_id} {direction} 0x{ft} seq {seq}: {hex} {fields}",
-            pile_id=pile_id,
             direction=direction,
             ft=f"{ft:02x}",
-            seq=raw[2] | raw[3] << 8 if len(raw) >= 4 else None,
             hex=raw.hex(),
             fields=fields,
+            **{**self.fields_of(pile_id), "seq": raw[2] | raw[3] << 8 if len(raw) >= 4 else None},
         )
 
     def bad_input(self, pile_ids: list[str], kind: str, data: bytes, detail: str) -> None:
@@ -64,7 +71,7 @@ class FrameTracer:
             if pile_id in self.traced:
                 self.log.info(
                     "trace {pile_id} up dropped {kind}: {detail}: {hex}",
-                    pile_id=pile_id,
+                    **self.fields_of(pile_id),
                     kind=kind,
                     detail=detail,
                     hex=data[:512].hex(),
