@@ -91,3 +91,30 @@ class SystemdUnit(TestCase):
         out, err, code = yield getProcessOutputAndValue(tool, ["verify", copy], env=dict(os.environ))
         self.assertEqual(code, 0, (out + err).decode())
         self.assertEqual((out + err).decode().strip(), "")
+
+
+class Containerfile(TestCase):
+    """The container image's settings are real options the parser accepts (no image is built here)."""
+
+    def test_environment_and_entrypoint_parse(self):
+        from ykcproxy.options.command_line import Options
+
+        with open(os.path.join(ROOT, "contrib", "Containerfile"), encoding="utf-8") as f:
+            text = f.read()
+        environ = dict(re.findall(r"\b(YKCPROXY_[A-Z]+)=(\S+)", text))
+        self.assertEqual(set(environ) - ENV_NAMES, set())
+        token = self.mktemp()
+        with open(token, "w") as f:
+            f.write("a-long-enough-secret-token-for-tests\n")
+        environ["YKCPROXY_APITOKENFILE"] = token
+        entry = re.search(r"^ENTRYPOINT \[(.*)\]$", text, re.M)
+        assert entry is not None
+        argv = [a.strip().strip('"') for a in entry.group(1).split(",")]
+        self.assertEqual(argv[0], "ykcproxy")
+        config_file = self.mktemp()
+        open(config_file, "w").close()  # the image ships an empty one
+        args = [a.replace("/etc/ykcproxy/ykcproxy.toml", config_file) for a in translate(argv[1:])]
+        options = Options(environ=environ)
+        options.parseOptions(args)
+        self.assertEqual(options.config.api_host, "0.0.0.0")
+        self.assertEqual(options.config.data_dir, "/var/lib/ykcproxy")
