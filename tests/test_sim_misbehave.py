@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
+from tests.support import reactor, rest, start_proxy, until
 from ykcproxy.sessions import SessionTracker
 from ykcproxy.sim.pile import SimPile
 from ykcproxy.wire.examples import example
@@ -67,3 +72,51 @@ class MisbehavingPiles(TestCase):
     def test_each_misbehaving_pile_breaks_its_rule(self) -> None:
         for rule, kind in KIND.items():
             self.assertIn(kind, run(rule), f"rule {rule}")
+
+
+class MisbehavingSimAgainstTheProxy(TestCase):
+    timeout = 30
+
+    @inlineCallbacks
+    def test_misbehave_4_shows_in_get_sessions(self) -> None:
+        proxy = start_proxy(self, auto_verification=True, auto_billing_model_verify=True)
+        sim = Sim()
+        args = [sys.executable, "-m", "ykcproxy.sim.cli", "--port", str(proxy.tcp_port), "--piles", "1"]
+        args += ["--ramp", "0", "--warmup", "0", "--duration", "120", "--misbehave", "4", "--charging", "0"]
+        transport = reactor.spawnProcess(sim, sys.executable, args, env=os.environ.copy())
+        self.addCleanup(
+            lambda: sim.ended if sim.ended.called else (transport.signalProcess("KILL"), sim.ended)[1]
+        )
+        yield until(lambda: len(proxy.piles.registry) == 1 or sim.ended.called, timeout=15)
+        pile = PILE  # the simulator's first pile id
+        trade = f"{pile}01250102030405{1:04d}"
+
+        def state() -> str | None:
+            order = proxy.sessions.get(trade)
+            return order.state if order is not None else None
+        code, answer = yield rest(
+            proxy, "POST", "/proxy/34", {**example(0x34, pile), "tradeSeq": trade, "gunId": "01"}
+        )
+        self.assertEqual(code, 200, answer)
+        yield until(lambda: state() == "charging")
+        for _ in range(2):  # each read is answered with a 0x13 that says idle
+            code, answer = yield rest(proxy, "POST", "/proxy/12", {**example(0x12, pile), "gunId": "01"})
+            self.assertEqual(code, 200, answer)
+        yield until(lambda: state() == "abnormal")
+        code, listed = yield rest(proxy, "GET", "/sessions?anomaly=4")
+        self.assertEqual([s["tradeSeq"] for s in listed["sessions"]], [trade])
+        self.assertEqual([a["kind"] for a in listed["sessions"][0]["anomalies"]], ["idle-while-charging"])
+
+
+class Sim(ProcessProtocol):
+    """``ykcproxy-sim`` as a child process."""
+
+    def __init__(self) -> None:
+        self.err = b""
+        self.ended: Deferred[Any] = Deferred()
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+
+    def processEnded(self, reason: Any) -> None:
+        self.ended.callback(None)

@@ -110,6 +110,8 @@ class Gun:
     energy: int = 0
     meter: int = 0
     soc: int = 30
+    #: 0x13 frames sent in this charge so far.
+    reports: int = 0
     timer: IDelayedCall | None = None
     stop_timer: IDelayedCall | None = None
     #: A 0x34/0xA4 waiting for the gun to be plugged: (fields, seq, reply code, expiry).
@@ -707,6 +709,7 @@ class SimPile:
         gun.start_type = start_type
         gun.started_at = self.clock.seconds()
         gun.energy = 0
+        gun.reports = 0
         gun.soc = self.rnd.randint(10, 50)
         self.stats.events["charges_started"] += 1
         self._stop_gun_timers(gun, keep_stop=True)
@@ -807,9 +810,9 @@ class SimPile:
         status = STATUS_CHARGING if charging else STATUS_IDLE
         plugged = gun.plugged
         if charging and gun.start_type == START_APP:
-            if self.misbehave == 4 and self.clock.seconds() > gun.started_at:
+            if self.misbehave == 4 and gun.reports:
                 status = STATUS_IDLE  # rule 4: idle while charging, after the first 0x13
-            elif self.misbehave == 5 and self.clock.seconds() > gun.started_at:
+            elif self.misbehave == 5 and gun.reports:
                 plugged = False  # rule 5: unplugged while charging (and no record follows)
             elif self.misbehave == 6:
                 trade_seq = trade_seq[:-4] + f"{(int(trade_seq[-4:]) + 1) % 10000:04d}"  # rule 6
@@ -836,6 +839,7 @@ class SimPile:
 
     def _realtime(self, gun: Gun, seq: int | None = None) -> None:
         self.send(0x13, self.realtime_fields(gun), seq)
+        gun.reports += 1
 
     def _bms_frames(self, gun: Gun) -> None:
         minutes = int((self.clock.seconds() - gun.started_at) / 60)
