@@ -8,6 +8,10 @@ with 1 and with ``1 + rounds`` rounds of 100 frames, and divides the
 difference, so start-up and imports cancel out.
 
     python bench/instructions.py [--codes 03,13,3b] [--rounds 20]
+    python bench/instructions.py --tracker [--rounds 20]
+
+``--tracker`` compares 0x13 frames of one charging order through the proxy
+without and with the session tracker (and its write-behind marking).
 
 Needs valgrind (Debian: ``apt-get install valgrind``); about a minute per code.
 """
@@ -23,14 +27,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 MODES = ("framer", "proxy", "forward")
+TRACKER_MODES = ("plain", "tracker")
 
 
 def child(mode: str, code: int, rounds: int) -> None:
     """Run one loop (inside valgrind)."""
-    from bench.pipeline import PER_CHUNK, PILE, framer_rate, proxy_rate
+    from bench.pipeline import PER_CHUNK, PILE, charging_frames, framer_rate, proxy_rate
     from ykcproxy.sim.link import PileLink
     from ykcproxy.wire.examples import example
 
+    if mode in TRACKER_MODES:
+        proxy_rate(charging_frames(PER_CHUNK), rounds, False, tracker=mode == "tracker")
+        return
     link = PileLink()
     chunk = b"".join(link.frame(code, example(code, PILE, salt=i)) for i in range(PER_CHUNK))
     if mode == "framer":
@@ -58,13 +66,25 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--codes", default="03,13,3b")
     p.add_argument("--rounds", type=int, default=20)
-    p.add_argument("--child", choices=MODES, default=None)
+    p.add_argument("--child", choices=MODES + TRACKER_MODES, default=None)
+    p.add_argument("--tracker", action="store_true", help="0x13 of a charging order: tracker off vs on")
     args = p.parse_args()
     codes = [int(c, 16) for c in args.codes.split(",")]
     if args.child:
         child(args.child, codes[0], args.rounds)
         return
     print_machine()
+    if args.tracker:
+        per = {}
+        for mode in TRACKER_MODES:
+            per[mode] = (count(mode, 0x13, 1 + args.rounds) - count(mode, 0x13, 1)) / (
+                args.rounds * PER_CHUNK
+            )
+        print(
+            f"0x13 of a charging order: without tracker {per['plain']:.0f}, with tracker {per['tracker']:.0f}"
+            f" instructions per frame ({per['tracker'] / per['plain']:.2f}x)"
+        )
+        return
     print(f"{'frame':8} {'framer':>8} {'proxy':>8} {'+forward':>9} {'framer/proxy':>13}  (per frame)")
     for code in codes:
         per = {}

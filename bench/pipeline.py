@@ -30,11 +30,14 @@ from ykcproxy.forward.base import IPublisher, Message  # noqa: E402
 from ykcproxy.forward.delivery import Delivery  # noqa: E402
 from ykcproxy.options import default_config
 from ykcproxy.pile.server import PileServerFactory  # noqa: E402
+from ykcproxy.sessions import SessionTracker  # noqa: E402
 from ykcproxy.sim.link import PileLink  # noqa: E402
 from ykcproxy.wire.examples import example  # noqa: E402
 from ykcproxy.wire.framer import Framer  # noqa: E402
 
 PILE = "32010200000001"
+#: The order the tracker modes charge.
+TRADE = f"{PILE}01250102030405{1:04d}"
 PER_CHUNK = 100
 
 
@@ -57,12 +60,30 @@ class Acknowledger:
         return {"ok": True}
 
 
-def proxy_rate(chunk: bytes, rounds: int, forward: bool) -> float:
-    """Frames/s through a logged-in pile connection."""
+def charging_tracker(clock: Clock) -> SessionTracker:
+    """A session tracker with the order of :data:`TRADE` charging, marking for a store as in the proxy."""
+    tracker = SessionTracker(clock, lambda body, key: None)
+    tracker.dirty = set()
+    tracker.observe(PILE, "down", 0x34, {**example(0x34, PILE), "tradeSeq": TRADE, "gunId": "01"})
+    reply = {**example(0x33, PILE), "tradeSeq": TRADE, "gunId": "01", "result": True, "reason": 0}
+    tracker.observe(PILE, "up", 0x33, reply)
+    return tracker
+
+
+def charging_frames(count: int) -> bytes:
+    """``count`` 0x13 frames of the charging order :data:`TRADE`, energy rising."""
+    link = PileLink()
+    fields = {**example(0x13, PILE), "tradeSeq": TRADE, "gunId": "01", "status": 3, "plugged": 1}
+    return b"".join(link.frame(0x13, {**fields, "chargingDegrees": 1000 + i}) for i in range(count))
+
+
+def proxy_rate(chunk: bytes, rounds: int, forward: bool, tracker: bool = False) -> float:
+    """Frames/s through a logged-in pile connection (``tracker``: with a session tracker observing)."""
     clock = Clock()
     config = default_config(auto_verification=True, max_frame_rate=0)
     delivery = Delivery(Acknowledger(), clock) if forward else None
-    factory = PileServerFactory(config, clock, delivery)
+    observers = [charging_tracker(clock)] if tracker else []
+    factory = PileServerFactory(config, clock, delivery, observers=observers)
     proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
     transport = StringTransport()
     proto.makeConnection(transport)

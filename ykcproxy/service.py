@@ -36,6 +36,8 @@ from ykcproxy.options import Options
 from ykcproxy.pile.observers import FrameObserver
 from ykcproxy.pile.server import PileServerFactory
 from ykcproxy.sessions import SessionTracker
+from ykcproxy.sessions.persist import SessionStoreService
+from ykcproxy.sessions.store import SessionStore
 from ykcproxy.wire.codec import Codec
 from ykcproxy.wire.fields import Context
 
@@ -251,6 +253,7 @@ def build_api(
     sessions: SessionTracker,
     console: Console,
     records: SqliteOutbox | None = None,
+    session_store: SessionStore | None = None,
 ) -> tuple[Any, Listener]:
     """The REST application and the listener of the API port."""
     from ykcproxy.api.app import ControlApi
@@ -262,7 +265,7 @@ def build_api(
     outbox = forwarding.outbox if forwarding else records
     handlers = [
         OutboxHandlers(delivery, outbox, config.max_body_bytes),
-        SessionHandlers(sessions),
+        SessionHandlers(sessions, session_store),
         ConsoleHandlers(console.history, console.hub),
     ]
     api = ControlApi(piles, metrics, health, config, handlers=handlers)
@@ -348,6 +351,15 @@ class ProxyService(MultiService):
 
         session_metrics.register(self.sessions, self.metrics.registry)
         StopsWithService(self.sessions.stop, self.console.hub.stop).setServiceParent(self)
+        #: The orders on disk (None with --dataDir '': in memory only).
+        self.session_store: SessionStore | None = None
+        if config.data_dir:
+            retention = config.retention_days * 86400
+            self.session_store = SessionStore(config.data_dir, reactor, retention=retention)
+            # Added after the tracker's stop: it stops first, and writes the timers still running.
+            SessionStoreService(self.sessions, self.session_store, reactor).setServiceParent(self)
+        else:
+            log.warn("--dataDir is empty: charging sessions are kept in memory only and lost on a restart")
         self.piles, self.pile_listener = build_pile_side(
             config,
             reactor,
@@ -371,6 +383,7 @@ class ProxyService(MultiService):
             self.sessions,
             self.console,
             self.records,
+            self.session_store,
         )
         self.rest_listener.setServiceParent(self)
 

@@ -252,6 +252,26 @@ class SessionTracker:
         self._retired: OrderedDict[str, float] = OrderedDict()  # tradeSeq → clock seconds
         self._models: dict[str, dict[str, Any]] = {}  # pile → its billing model
         self._pending_models: dict[str, dict[str, Any]] = {}  # pile → 0x58 awaiting its 0x57
+        #: Set by a session store: the orders changed since its last flush (write-behind).
+        self.dirty: set[Session] | None = None
+        #: Set by a session store: called on every state change or anomaly (flush soon).
+        self.on_change: Callable[[Session], None] | None = None
+        #: Timer name → what it does when it fires (for re-arming restored timers).
+        self._timer_actions: dict[str, Callable[[Session], None]] = {
+            "start": self._start_timeout,
+            "plug": self._plug_expired,
+            "stop": self._stopped_before_charging,
+            "record": self._record_missing,
+            "unplug": self._unplug_expired,
+        }
+        #: Timer name → its full length in seconds (a restored overdue timer runs it again).
+        self._timer_lengths: dict[str, float] = {
+            "start": start_timeout,
+            "plug": plug_window,
+            "stop": stop_grace,
+            "record": record_timeout,
+            "unplug": record_timeout,
+        }
         self._up: dict[int, _Handler] = {
             0x13: self._realtime,
             0x19: self._charging_end,
@@ -324,6 +344,48 @@ class SessionTracker:
                 if call.active():
                     call.cancel()
             order.timers.clear()
+
+    # -- persistence ------------------------------------------------------------------
+    def is_current(self, order: Session) -> bool:
+        """Whether ``order`` is its gun's open order (the one 0x35, 0x36 and 0x13 frames concern)."""
+        return self._current(order.pile_id, order.gun_id) is order
+
+    def is_live(self, order: Session) -> bool:
+        """Whether ``order`` is not retired yet: its gun's open order, or with a timer running."""
+        return bool(order.timers) or self.is_current(order)
+
+    def timer_deadlines(self, order: Session) -> dict[str, tuple[float, float]]:
+        """The running timers of ``order``: name → (clock seconds it fires at, its full length)."""
+        return {
+            name: (call.getTime(), self._timer_lengths[name])
+            for name, call in order.timers.items()
+            if call.active()
+        }
+
+    def restore(
+        self, order: Session, deadlines: Mapping[str, tuple[float, float]], current: bool
+    ) -> None:
+        """Take back an order a session store kept from before a restart.
+
+        It becomes its gun's open order again if it is not retired; each timer
+        is re-armed for the time it had left, and one whose time ran out while
+        the proxy was down runs its full length again from now (the frames of
+        that time were not seen, and the pile sends its record again after a
+        reconnect).  ``current``: it was its gun's open order.  Nothing is emitted.
+        """
+        if order.trade_seq in self._orders:
+            return
+        self._orders[order.trade_seq] = order
+        now = self.clock.seconds()
+        for name, (due, length) in deadlines.items():
+            fire = self._timer_actions.get(name)
+            if fire is None:
+                continue
+            left = due - now
+            self._timer(order, name, left if left > 0 else length, fire)
+        if current:
+            self._open.setdefault(order.pile_id, {}).setdefault(order.gun_id, order)
+        self._maybe_retire(order)
 
     # -- reading ----------------------------------------------------------------------
     def get(self, trade_seq: str) -> Session | None:
@@ -465,6 +527,9 @@ class SessionTracker:
             order.energy = f["chargingDegrees"]
             order.amount = f["chargedAmount"]
             order.charging_seen = True
+            dirty = self.dirty
+            if dirty is not None:
+                dirty.add(order)
             if state == STARTING:
                 if order.start_acked:
                     self._charging(order)
@@ -756,11 +821,15 @@ class SessionTracker:
         self._cancel(order, name)
         self._retired.pop(order.trade_seq, None)
         order.timers[name] = self.clock.callLater(delay, self._fired, order, name, fire)
+        if self.dirty is not None:
+            self.dirty.add(order)
 
     def _fired(self, order: Session, name: str, fire: Callable[[Session], None]) -> None:
         del order.timers[name]
         fire(order)
         self._maybe_retire(order)
+        if self.dirty is not None:
+            self.dirty.add(order)
 
     def _cancel(self, order: Session, name: str) -> None:
         call = order.timers.pop(name, None)
@@ -808,6 +877,8 @@ class SessionTracker:
             return
         order.changes += 1
         order.updated_at = self._ms()
+        if self.on_change is not None:
+            self.on_change(order)
         try:
             self.emit(order.message(), f"{order.trade_seq}-{order.changes}")
         except Exception:
@@ -817,6 +888,8 @@ class SessionTracker:
         self._note(order, "frame", ft=ft, direction=direction, **info)
 
     def _note(self, order: Session, what: str, **info: Any) -> None:
+        if self.dirty is not None:
+            self.dirty.add(order)
         timeline = order.timeline
         timeline.append(Event(self._ms(), what, info))
         if len(timeline) > self.timeline_limit:

@@ -126,6 +126,16 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--storm-every", type=float, default=0.0, help="drop piles every this many s")
     g.add_argument("--storm-share", type=float, default=1.0, help="share of piles a storm drops")
     g.add_argument("--storm-delay", type=float, default=0.0, help="reconnect delay after a storm (s)")
+    g.add_argument(
+        "--misbehave",
+        type=int,
+        choices=range(0, 9),
+        default=0,
+        metavar="N",
+        help="break spec 13.3 rule N (1-8) in every charge the platform starts: 1 no start answer, "
+        "2 refused but charging, 3 stop refused, 4 idle while charging, 5 unplugged and no record, "
+        "6 wrong tradeSeq in 0x13, 7 no record, 8 a unit price off the billing model (0: none)",
+    )
     b = p.add_argument_group("burst")
     b.add_argument(
         "--burst",
@@ -179,6 +189,7 @@ def settings_from(args: argparse.Namespace) -> FleetSettings:
         seed=args.seed,
         pile=pile,
         faults=faults,
+        misbehave=args.misbehave,
     )
 
 

@@ -46,6 +46,8 @@ class FleetSettings:
     seed: int = 1
     pile: PileSettings = PileSettings()
     faults: Faults = NO_FAULTS
+    #: The spec 13.3 rule every pile breaks in the charges the platform starts (0: none).
+    misbehave: int = 0
 
 
 def tcp_connector(reactor: Any, host: str, port: int, timeout: float = 10.0) -> Connector:
@@ -110,6 +112,7 @@ class Fleet:
                 settings.faults,
                 random.Random(settings.seed * 1_000_003 + i),
                 on_state=self._pile_state,
+                misbehave=settings.misbehave,
             )
             pile.charges_locally = i in charging
             self.piles.append(pile)

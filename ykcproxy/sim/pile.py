@@ -110,6 +110,8 @@ class Gun:
     energy: int = 0
     meter: int = 0
     soc: int = 30
+    #: 0x13 frames sent in this charge so far.
+    reports: int = 0
     timer: IDelayedCall | None = None
     stop_timer: IDelayedCall | None = None
     #: A 0x34/0xA4 waiting for the gun to be plugged: (fields, seq, reply code, expiry).
@@ -142,8 +144,11 @@ class SimPile:
         rnd: random.Random | None = None,
         codec: Codec = _CODEC,
         on_state: Callable[[SimPile, str], None] | None = None,
+        misbehave: int = 0,
     ) -> None:
         self.pile_id = pile_id
+        #: The spec 13.3 rule this pile breaks on purpose in its platform-started charges (0: none).
+        self.misbehave = misbehave
         self.clock = clock
         self.connector = connector
         self.settings = settings
@@ -539,6 +544,11 @@ class SimPile:
                 gun.pending_start[3].cancel()
             expiry = self.clock.callLater(self.settings.plug_window, self._start_expired, gun)
             gun.pending_start = (fields, seq, reply, expiry)
+        elif self.misbehave == 1:
+            pass  # rule 1: the start is never answered, and the gun does not charge
+        elif self.misbehave == 2:
+            answer(False, 3)  # rule 2: refused, and charging all the same
+            self.start_charging(gun, fields["tradeSeq"], START_APP)
         else:
             answer(True, 0)
             self.start_charging(gun, fields["tradeSeq"], START_APP)
@@ -567,6 +577,8 @@ class SimPile:
             ok, reason = False, 1
         elif gun is None or not gun.charging:
             ok, reason = False, 2
+        elif self.misbehave == 3:
+            ok, reason = False, 3  # rule 3: the stop is refused and the gun goes on charging
         else:
             ok, reason = True, 0
         self.send(0x35, {"id": self.pile_id, "gunId": fields["gunId"], "result": ok, "reason": reason}, seq)
@@ -697,6 +709,7 @@ class SimPile:
         gun.start_type = start_type
         gun.started_at = self.clock.seconds()
         gun.energy = 0
+        gun.reports = 0
         gun.soc = self.rnd.randint(10, 50)
         self.stats.events["charges_started"] += 1
         self._stop_gun_timers(gun, keep_stop=True)
@@ -714,9 +727,12 @@ class SimPile:
         self._realtime(gun)
         fields = self._record_fields(gun, reason)
         gun.meter += gun.energy
-        record = Record(gun.trade_seq, fields, first_sent=self.clock.seconds())
-        self.records[gun.trade_seq] = record
-        self._send_record(record)
+        if self.misbehave in (5, 7):
+            pass  # rules 5 and 7: no transaction record
+        else:
+            record = Record(gun.trade_seq, fields, first_sent=self.clock.seconds())
+            self.records[gun.trade_seq] = record
+            self._send_record(record)
         if self.settings.idle_interval and self.logged_in:
             self._gun_timer(gun, self.settings.idle_interval, self._idle_tick)
         if self._reboot_when_idle and not any(g.charging for g in self.guns):
@@ -790,13 +806,23 @@ class SimPile:
         charging = gun.charging
         minutes = int((self.clock.seconds() - gun.started_at) / 60) if charging else 0
         amount = gun.energy * self.settings.unit_price // 100000
+        trade_seq = gun.trade_seq if charging else "0" * 32
+        status = STATUS_CHARGING if charging else STATUS_IDLE
+        plugged = gun.plugged
+        if charging and gun.start_type == START_APP:
+            if self.misbehave == 4 and gun.reports:
+                status = STATUS_IDLE  # rule 4: idle while charging, after the first 0x13
+            elif self.misbehave == 5 and gun.reports:
+                plugged = False  # rule 5: unplugged while charging (and no record follows)
+            elif self.misbehave == 6:
+                trade_seq = trade_seq[:-4] + f"{(int(trade_seq[-4:]) + 1) % 10000:04d}"  # rule 6
         return {
-            "tradeSeq": gun.trade_seq if charging else "0" * 32,
+            "tradeSeq": trade_seq,
             "id": self.pile_id,
             "gunId": gun.number,
-            "status": STATUS_CHARGING if charging else STATUS_IDLE,
-            "reset": 0 if charging or gun.plugged else 1,
-            "plugged": 1 if gun.plugged else 0,
+            "status": status,
+            "reset": 0 if charging or plugged else 1,
+            "plugged": 1 if plugged else 0,
             "ov": 3800 if charging else 0,
             "oc": 1500 if charging else 0,
             "lineTemp": 75,
@@ -813,6 +839,7 @@ class SimPile:
 
     def _realtime(self, gun: Gun, seq: int | None = None) -> None:
         self.send(0x13, self.realtime_fields(gun), seq)
+        gun.reports += 1
 
     def _bms_frames(self, gun: Gun) -> None:
         minutes = int((self.clock.seconds() - gun.started_at) / 60)
@@ -856,6 +883,8 @@ class SimPile:
         fields.update(
             flatUnitPrice=price, flatElectricCharge=energy, lossyFlatElectricCharge=energy, flatPrice=amount
         )
+        if self.misbehave == 8:
+            fields["flatUnitPrice"] = price + 1000  # rule 8: a unit price the billing model does not have
         return fields
 
     # -- slow reader ----------------------------------------------------------------------

@@ -1,0 +1,112 @@
+"""The session store on real SQLite: write-behind, reload after a restart, retention."""
+
+from __future__ import annotations
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+
+from tests.test_sessions import PILE, T0, Harness, trade
+from ykcproxy.sessions.persist import SessionWriter, restore_into
+from ykcproxy.sessions.store import SessionStore
+from ykcproxy.sessions.tracker import SessionTracker
+
+
+class StoreTests(TestCase):
+    def store(self, directory: str, clock: Clock | None = None) -> SessionStore:
+        store = SessionStore(directory, reactor, retention=3600, clock=clock)
+        self.addCleanup(store.close)
+        return store
+
+    def writing(self, h: Harness, directory: str) -> tuple[SessionStore, SessionWriter]:
+        """An opened store in ``directory`` and a writer of ``h``'s tracker to it."""
+        store = self.store(directory, clock=h.clock)
+        store.open()
+        writer = SessionWriter(h.tracker, store, h.clock)
+        writer.attach()
+        return store, writer
+
+    @inlineCallbacks
+    def test_open_order_survives_and_settles(self) -> None:
+        directory = self.mktemp()
+        h = Harness(start_timeout=90, record_timeout=30)
+        store = self.store(directory)
+        self.assertEqual(store.open(), [])
+        writer = SessionWriter(h.tracker, store, h.clock)
+        writer.attach()
+        ts = trade(1)
+        h.charge(ts)
+        h.realtime(ts, energy=4321)
+        h.realtime(ts, energy=5000)
+        yield writer.flush()
+        self.assertEqual(writer.flushes, 1)
+        yield store.close()
+        # A new process: a new tracker on the same file.
+        again = Harness()
+        reopened = self.store(directory)
+        self.assertEqual(restore_into(again.tracker, reopened.open()), 1)
+        order = again.tracker.get(ts)
+        assert order is not None
+        self.assertEqual((order.state, order.energy), ("charging", 5000))
+        again.record(ts)
+        again.confirm(ts)
+        self.assertEqual(again.state(ts), "settled")
+        self.assertNotIn("unseen-start", again.kinds(ts))
+
+    @inlineCallbacks
+    def test_overdue_timer_runs_its_full_length_again(self) -> None:
+        directory = self.mktemp()
+        h = Harness(start_timeout=90)
+        store, writer = self.writing(h, directory)
+        ts = trade(2)
+        h.remote_start(ts)
+        yield writer.flush()
+        yield store.close()
+        clock = Clock()
+        clock.advance(T0 + 500)  # down longer than the start timeout
+        tracker = SessionTracker(clock, lambda body, mid: None, start_timeout=90)
+        reopened = self.store(directory)
+        restore_into(tracker, reopened.open())
+        clock.advance(89)
+        order = tracker.get(ts)
+        assert order is not None
+        self.assertEqual(order.state, "starting")
+        clock.advance(2)
+        self.assertEqual([a.kind for a in order.anomalies], ["start-timeout"])
+
+    @inlineCallbacks
+    def test_settled_order_is_read_from_the_store_and_purged(self) -> None:
+        directory = self.mktemp()
+        h = Harness()
+        store, writer = self.writing(h, directory)
+        ts = trade(3)
+        h.charge(ts)
+        h.record(ts)
+        h.confirm(ts)
+        yield writer.flush()
+        got = yield store.get(ts)
+        self.assertEqual(got["state"], "settled")
+        self.assertEqual(got["id"], PILE)
+        self.assertTrue(got["timeline"])
+        purged = yield store.purge()
+        self.assertEqual(purged, 0)
+        h.clock.advance(3601)
+        purged = yield store.purge()
+        self.assertEqual(purged, 1)
+        gone = yield store.get(ts)
+        self.assertIsNone(gone)
+
+    def test_state_change_schedules_a_flush_energy_alone_does_not(self) -> None:
+        directory = self.mktemp()
+        h = Harness()
+        store, writer = self.writing(h, directory)
+        ts = trade(4)
+        h.charge(ts)
+        h.clock.advance(writer.soon)
+        self.assertEqual(writer.flushes, 1)
+        for energy in range(10):
+            h.realtime(ts, energy=2000 + energy)
+        h.clock.advance(writer.soon)
+        self.assertEqual(writer.flushes, 1)  # marked only: the periodic flush writes it
+        return writer.flush()

@@ -1,0 +1,153 @@
+"""The session store: every order in SQLite (``sessions.sqlite3`` in the data directory).
+
+The reactor thread never touches the database once the proxy runs: every
+read and write goes to one dedicated worker thread (a Twisted thread pool of
+one), in the order they were asked for.  Only :meth:`SessionStore.open`, at
+start and before the pile port listens, reads synchronously: the orders still
+open are needed before the first frame arrives.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from ykcproxy.sessions.snapshot import Snapshot
+
+FILE_NAME = "sessions.sqlite3"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    trade_seq TEXT PRIMARY KEY,
+    pile_id TEXT NOT NULL,
+    gun_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    ended_at INTEGER,
+    updated_at INTEGER NOT NULL,
+    live INTEGER NOT NULL,
+    rules TEXT NOT NULL,
+    kinds TEXT NOT NULL,
+    document TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_started ON sessions (started_at);
+CREATE INDEX IF NOT EXISTS sessions_live ON sessions (live, updated_at);
+"""
+
+UPSERT = (
+    "INSERT OR REPLACE INTO sessions (trade_seq, pile_id, gun_id, state, started_at, ended_at, "
+    "updated_at, live, rules, kinds, document) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+class SessionStore:
+    """The orders on disk; ``retention`` seconds after an order is retired it is purged."""
+
+    def __init__(
+        self, directory: str, reactor: Any, retention: float = 7 * 86400.0, clock: IReactorTime | None = None
+    ) -> None:
+        self.directory = directory
+        self.path = os.path.join(directory, FILE_NAME)
+        self.retention = retention
+        self._reactor = reactor
+        self._clock: IReactorTime = clock if clock is not None else reactor
+        self._db: sqlite3.Connection | None = None
+        self._pool: ThreadPool | None = None
+
+    def open(self) -> list[dict[str, Any]]:
+        """Open the database (synchronously, at start) and return the documents of the live orders."""
+        os.makedirs(self.directory, exist_ok=True)
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(SCHEMA)
+        rows = db.execute("SELECT document FROM sessions WHERE live = 1 ORDER BY started_at").fetchall()
+        self._db = db
+        pool = ThreadPool(1, 1, name="ykcproxy-sessions")
+        pool.start()
+        self._pool = pool
+        return [json.loads(document) for (document,) in rows]
+
+    def _run(self, fn: Any, *args: Any) -> Deferred[Any]:
+        assert self._pool is not None, "the session store is not open"
+        return deferToThreadPool(self._reactor, self._pool, fn, *args)
+
+    def write(self, snapshots: list[Snapshot]) -> Deferred[None]:
+        """Write the snapshots in one transaction (JSON is encoded in the worker thread)."""
+
+        def write() -> None:
+            db = self._db
+            assert db is not None
+            rows = [
+                (
+                    s.trade_seq,
+                    s.pile_id,
+                    s.gun_id,
+                    s.state,
+                    s.started_at,
+                    s.ended_at,
+                    s.updated_at,
+                    int(s.live),
+                    s.rules,
+                    s.kinds,
+                    json.dumps(s.document, separators=(",", ":")),
+                )
+                for s in snapshots
+            ]
+            with db:
+                db.execute("BEGIN")
+                db.executemany(UPSERT, rows)
+
+        return self._run(write)
+
+    def get(self, trade_seq: str) -> Deferred[dict[str, Any] | None]:
+        """The ``GET /sessions/<tradeSeq>`` view of a stored order, or None."""
+
+        def read() -> dict[str, Any] | None:
+            assert self._db is not None
+            row = self._db.execute(
+                "SELECT document FROM sessions WHERE trade_seq = ?", (trade_seq,)
+            ).fetchone()
+            return json.loads(row[0])["detail"] if row else None
+
+        return self._run(read)
+
+    def purge(self) -> Deferred[int]:
+        """Drop the retired orders last changed more than ``retention`` ago; how many."""
+        cutoff = int((self._clock.seconds() - self.retention) * 1000)
+
+        def purge() -> int:
+            assert self._db is not None
+            with self._db:
+                return self._db.execute(
+                    "DELETE FROM sessions WHERE live = 0 AND updated_at < ?", (cutoff,)
+                ).rowcount
+
+        return self._run(purge)
+
+    def close(self) -> Deferred[None]:
+        """Close the database after every queued operation, and end the worker thread."""
+        pool = self._pool
+        if pool is None:
+            done: Deferred[None] = Deferred()
+            done.callback(None)
+            return done
+
+        def close() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        d = self._run(close)
+
+        def stopped(_: object) -> None:
+            self._pool = None
+            pool.stop()
+
+        return d.addCallback(stopped)
