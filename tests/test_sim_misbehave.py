@@ -94,6 +94,7 @@ class MisbehavingSimAgainstTheProxy(TestCase):
         def state() -> str | None:
             order = proxy.sessions.get(trade)
             return order.state if order is not None else None
+
         code, answer = yield rest(
             proxy, "POST", "/proxy/34", {**example(0x34, pile), "tradeSeq": trade, "gunId": "01"}
         )

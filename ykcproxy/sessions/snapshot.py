@@ -33,9 +33,7 @@ class Snapshot:
     document: dict[str, Any]
 
 
-def take(
-    order: Session, live: bool, current: bool, deadlines: Mapping[str, tuple[float, float]]
-) -> Snapshot:
+def take(order: Session, live: bool, current: bool, deadlines: Mapping[str, tuple[float, float]]) -> Snapshot:
     """The snapshot of ``order`` now (on the reactor thread: the order is not copied otherwise)."""
     document = {
         "detail": order.detail(),

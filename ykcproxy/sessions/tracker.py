@@ -362,9 +362,7 @@ class SessionTracker:
             if call.active()
         }
 
-    def restore(
-        self, order: Session, deadlines: Mapping[str, tuple[float, float]], current: bool
-    ) -> None:
+    def restore(self, order: Session, deadlines: Mapping[str, tuple[float, float]], current: bool) -> None:
         """Take back an order a session store kept from before a restart.
 
         It becomes its gun's open order again if it is not retired; each timer
