@@ -110,3 +110,43 @@ class StoreTests(TestCase):
         h.clock.advance(writer.soon)
         self.assertEqual(writer.flushes, 1)  # marked only: the periodic flush writes it
         return writer.flush()
+
+    @inlineCallbacks
+    def test_the_list_reads_stored_orders_with_its_filters(self) -> None:
+        from ykcproxy.sessions.query import page, parse_query
+
+        directory = self.mktemp()
+        h = Harness(record_timeout=30)
+        store, writer = self.writing(h, directory)
+        settled, missing, open_ = trade(4), trade(5), trade(6)
+        h.charge(settled)
+        h.record(settled)
+        h.confirm(settled)
+        h.clock.advance(10)
+        h.charge(missing)
+        h.clock.advance(10)
+        h.charge(open_)
+        yield writer.flush()
+        yield store.close()
+        again = Harness()  # the next run: its tracker holds only what it reloaded
+        reopened = self.store(directory)
+        restore_into(again.tracker, reopened.open())
+
+        @inlineCallbacks
+        def listed(**args: str):
+            query = parse_query({k.encode(): [v.encode()] for k, v in args.items()})
+            stored = yield reopened.query(query)
+            return page(query, again.tracker, stored)
+
+        everything = yield listed()
+        self.assertEqual([s["tradeSeq"] for s in everything["sessions"]], [open_, missing, settled])
+        got = yield listed(state="settled")
+        self.assertEqual([s["tradeSeq"] for s in got["sessions"]], [settled])
+        self.assertEqual(got["sessions"][0]["id"], PILE)
+        first = yield listed(limit="1")
+        self.assertEqual(len(first["sessions"]), 1)
+        second = yield listed(limit="2", before=first["next"])
+        self.assertEqual([s["tradeSeq"] for s in second["sessions"]], [missing, settled])
+        self.assertIsNone(second["next"])
+        none = yield listed(anomaly="tariff-mismatch")
+        self.assertEqual(none["sessions"], [])

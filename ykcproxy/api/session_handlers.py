@@ -8,7 +8,8 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.web.iweb import IRequest
 
 from ykcproxy.api.validation import ApiError
-from ykcproxy.sessions import QueryError, SessionNotFound, SessionTracker, get_session, list_sessions
+from ykcproxy.sessions import QueryError, SessionNotFound, SessionTracker, get_session
+from ykcproxy.sessions.query import page, parse_query
 from ykcproxy.sessions.store import SessionStore
 
 
@@ -19,12 +20,15 @@ class SessionHandlers:
         self.tracker = tracker
         self.store = store
 
+    @inlineCallbacks
     def list_sessions(self, request: IRequest) -> Any:
-        """Orders matching the query, newest first."""
+        """Orders matching the query, newest first: in memory and in the session store."""
         try:
-            return list_sessions(self.tracker, request.args)  # type: ignore[attr-defined]
+            query = parse_query(request.args)  # type: ignore[attr-defined]
         except QueryError as e:
             raise ApiError(400, str(e)) from None
+        stored = [] if self.store is None else (yield self.store.query(query))
+        return page(query, self.tracker, stored)
 
     @inlineCallbacks
     def get_session(self, request: IRequest, trade_seq: str) -> Any:

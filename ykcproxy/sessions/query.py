@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -141,24 +141,35 @@ def parse_query(args: Mapping[Any, Any]) -> SessionQuery:
     return SessionQuery(**values)
 
 
-def list_sessions(tracker: SessionTracker, args: Mapping[Any, Any]) -> dict[str, Any]:
+def list_sessions(
+    tracker: SessionTracker, args: Mapping[Any, Any], stored: Sequence[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
     """``GET /sessions``: the matching orders, newest (by ``startedAt``) first, one page.
 
+    ``stored`` are the matching orders read from the session store (see
+    :meth:`~ykcproxy.sessions.store.SessionStore.query`); an order the tracker
+    still holds is shown as the tracker has it.
     Returns ``{"sessions": [<session message body>, ...], "next": <cursor or null>}``;
     pass ``next`` as ``before`` to get the following page.
     """
-    query = parse_query(args)
+    return page(parse_query(args), tracker, stored)
+
+
+def page(
+    query: SessionQuery, tracker: SessionTracker, stored: Sequence[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
+    """One page of :func:`list_sessions` for a checked ``query``."""
+    candidates = [order.message() for order in tracker.sessions() if query.matches(order)]
+    candidates += [dict(view) for view in stored if tracker.get(view["tradeSeq"]) is None]
     found = heapq.nlargest(
-        query.limit + 1,
-        (order for order in tracker.sessions() if query.matches(order)),
-        key=lambda order: (order.started_at, order.trade_seq),
+        query.limit + 1, candidates, key=lambda view: (view["startedAt"], view["tradeSeq"])
     )
-    page = found[: query.limit]
+    shown = found[: query.limit]
     more = len(found) > query.limit
-    last = page[-1] if page else None
+    last = shown[-1] if shown else None
     return {
-        "sessions": [order.message() for order in page],
-        "next": f"{last.started_at}-{last.trade_seq}" if more and last is not None else None,
+        "sessions": shown,
+        "next": f"{last['startedAt']}-{last['tradeSeq']}" if more and last is not None else None,
     }
 
 

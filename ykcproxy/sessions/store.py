@@ -19,6 +19,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
+from ykcproxy.sessions.query import SessionQuery
 from ykcproxy.sessions.snapshot import Snapshot
 
 FILE_NAME = "sessions.sqlite3"
@@ -118,6 +119,25 @@ class SessionStore:
 
         return self._run(read)
 
+    def query(self, query: SessionQuery) -> Deferred[list[dict[str, Any]]]:
+        """The ``GET /sessions`` views of the stored orders matching ``query``, newest first.
+
+        At most ``query.limit + 1`` (so that the caller knows whether a next page exists).
+        """
+        where, values = _where(query)
+        sql = (
+            "SELECT document FROM sessions"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY started_at DESC, trade_seq DESC LIMIT ?"
+        )
+        values.append(query.limit + 1)
+
+        def read() -> list[dict[str, Any]]:
+            assert self._db is not None
+            return [_listed(json.loads(row[0])["detail"]) for row in self._db.execute(sql, values)]
+
+        return self._run(read)
+
     def purge(self) -> Deferred[int]:
         """Drop the retired orders last changed more than ``retention`` ago; how many."""
         cutoff = int((self._clock.seconds() - self.retention) * 1000)
@@ -151,3 +171,37 @@ class SessionStore:
             pool.stop()
 
         return d.addCallback(stopped)
+
+
+#: The keys of an order in a ``GET /sessions`` list (the ``session`` message body).
+LISTED = ("tradeSeq", "id", "gunId", "state", "startedAt", "endedAt", "energy", "amount", "anomalies")
+
+
+def _listed(detail: dict[str, Any]) -> dict[str, Any]:
+    return {key: detail.get(key) for key in LISTED}
+
+
+def _where(query: SessionQuery) -> tuple[list[str], list[Any]]:
+    """The SQL conditions and their values for the filters of ``query``."""
+    where: list[str] = []
+    values: list[Any] = []
+    for column, value in (("pile_id", query.pile), ("gun_id", query.gun), ("state", query.state)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            values.append(value)
+    if query.since is not None:
+        where.append("started_at >= ?")
+        values.append(query.since)
+    if query.before is not None:
+        where.append("(started_at < ? OR (started_at = ? AND trade_seq < ?))")
+        values += [query.before[0], query.before[0], query.before[1]]
+    anomaly = query.anomaly
+    if anomaly == "any":
+        where.append("rules != ''")
+    elif isinstance(anomaly, int):
+        where.append("rules LIKE ?")
+        values.append(f"% {anomaly} %")
+    elif anomaly is not None:
+        where.append("kinds LIKE ?")
+        values.append(f"% {anomaly} %")
+    return where, values
