@@ -45,8 +45,12 @@ def heartbeat(
     """0x03: note the gun's status; answer 0x04 with ``--autoHeartbeatResponse``."""
     session.guns.setdefault(fields["gun"], {})["gunStatus"] = fields["gunStatus"]
     if policy.config.auto_heartbeat_response:
-        answer = {"id": session.pile_id, "gun": fields["gun"], "response": 0}
-        policy.send(session, HEARTBEAT_REPLY, answer, frame.seq)
+        gun = fields["gun"]
+        answer = {"id": session.pile_id, "gun": gun, "response": 0}
+        body = session.heartbeat_replies.get(gun)
+        if body is None:
+            body = session.heartbeat_replies[gun] = policy.codec.encode_body(HEARTBEAT_REPLY, answer)
+        policy.send_body(session, HEARTBEAT_REPLY, answer, body, frame.seq)
     return True
 
 

@@ -425,9 +425,14 @@ class PileServerFactory(Factory):
         self, session: PileSession, code: int, fields: Mapping[str, Any], seq: int | None = None
     ) -> bytes:
         """Encode and write a platform→pile frame; ``seq`` defaults to the session's next."""
+        return self.send_body(session, code, fields, self.codec.encode_body(code, fields), seq)
+
+    def send_body(
+        self, session: PileSession, code: int, fields: Mapping[str, Any], body: bytes, seq: int | None = None
+    ) -> bytes:
+        """Write a platform→pile frame whose ``body`` is ``fields`` already encoded."""
         if seq is None:
             seq = session.next_seq()
-        body = self.codec.encode_body(code, fields)
         frame = session.connection.send(code, seq, body)
         self.metrics.frame_out(_FT[code])
         observers = self._observe_down.get(code)

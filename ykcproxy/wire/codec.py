@@ -180,6 +180,10 @@ class Codec:
         return out
 
 
+#: start byte, length, seq (LE), encryption flag, type.
+_HEADER = struct.Struct("<BBHBB")
+
+
 def encode_frame(
     code: int,
     seq: int,
@@ -191,5 +195,8 @@ def encode_frame(
     length = 4 + len(body)
     if length > 255:
         raise ValueError(f"frame 0x{code:02x}: body of {len(body)} bytes does not fit a frame")
-    inner = struct.pack("<HBB", seq & 0xFFFF, 1 if encrypted else 0, code) + body
-    return bytes((START, length)) + inner + crc_order.pack(crc16(inner))
+    inner = _HEADER.pack(START, length, seq & 0xFFFF, 1 if encrypted else 0, code) + body
+    crc = crc16(inner[2:])
+    if crc_order is CrcOrder.LOW_FIRST:
+        return inner + bytes((crc & 0xFF, crc >> 8))
+    return inner + bytes((crc >> 8, crc & 0xFF))
