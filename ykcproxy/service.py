@@ -299,6 +299,19 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def build_nats_commands(config: ProxyConfig, reactor: Any, runner: Any) -> Any:
+    """The NATS command responder (``--natsCommands``): over ``--cluster``, else the forwarding NATS."""
+    if not config.nats_commands:
+        return None
+    from ykcproxy.cluster.commands import NatsCommands, NatsCommandsService
+
+    server = config.cluster or config.servers[0]
+    commands = NatsCommands(
+        runner, reactor, server, config.command_subject_prefix, config.username, config.password
+    )
+    return NatsCommandsService(commands)
+
+
 class ProxyService(MultiService):
     """The whole proxy; its parts are attributes so tests can reach them."""
 
@@ -368,6 +381,9 @@ class ProxyService(MultiService):
             self.records,
         )
         self.rest_listener.setServiceParent(self)
+        self.nats_commands = build_nats_commands(config, reactor, self.api.runner)
+        if self.nats_commands is not None:
+            self.nats_commands.setServiceParent(self)
 
     def _reload_allow_list(self) -> str | None:
         """SIGHUP: the allow-list file again (a bad file keeps the old list)."""

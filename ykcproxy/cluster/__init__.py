@@ -1,0 +1,1 @@
+"""Cluster mode and commands over NATS (see ``doc/deployment.md``)."""
