@@ -367,6 +367,12 @@ class ProxyService(MultiService):
             records=record_store,
         )
         self.pile_listener.setServiceParent(self)
+        self.cluster: Any = None
+        if config.cluster:
+            from ykcproxy.cluster.service import ClusterService
+
+            self.cluster = ClusterService(config, reactor, self.piles)
+            self.cluster.setServiceParent(self)
         if self.piles.allow_list is not None:
             self.reloads.register("allowList", self._reload_allow_list)
         self.api, self.rest_listener = build_api(

@@ -1,0 +1,88 @@
+"""Cluster mode (``--cluster``): this instance's piles in the shared bucket, and takeovers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.logger import Logger
+
+from ykcproxy.cluster.registry_kv import Directory, KvLink, PileEntry
+from ykcproxy.config import ProxyConfig
+from ykcproxy.forward.nats import redact_server
+from ykcproxy.pile.registry import MOVED
+from ykcproxy.pile.server import PileServerFactory
+from ykcproxy.pile.session import PileSession
+
+__all__ = ["ClusterService"]
+
+log = Logger()
+
+
+class ClusterService(Service):
+    """Keeps the bucket current with this instance's piles and closes piles taken elsewhere."""
+
+    def __init__(self, config: ProxyConfig, reactor: Any, piles: PileServerFactory) -> None:
+        self.me = config.instance_name
+        self.piles = piles
+        self.directory = Directory(self.me, on_moved=self.moved)
+        self.link = KvLink(
+            reactor,
+            config.cluster,
+            self.directory,
+            self.entries,
+            config.cluster_ttl,
+            config.username,
+            config.password,
+        )
+        registry = piles.registry
+        online, offline = registry.on_online, registry.on_offline
+
+        def on_online(session: PileSession) -> None:
+            online(session)
+            self.link.put(self.entry(session))
+
+        def on_offline(session: PileSession, reason: str) -> None:
+            offline(session, reason)
+            if reason != MOVED and self.directory.holder(session.pile_id) in (self.me, None):
+                self.link.delete(session.pile_id)
+
+        registry.on_online, registry.on_offline = on_online, on_offline
+
+    def entry(self, session: PileSession) -> PileEntry:
+        """The bucket entry of one of this instance's piles."""
+        return PileEntry(session.pile_id, self.me, session.connection.remote, session.connected_at)
+
+    def moved(self, pile_id: str, since: float) -> None:
+        """Another instance holds ``pile_id`` since ``since``: close ours if it is older."""
+        session = self.piles.registry.get(pile_id)
+        if session is None:
+            return
+        if session.connected_at <= since:
+            self.piles.registry.move_away(pile_id)
+        else:
+            # A stale write of an instance that has not yet seen our login: ours is newer.
+            self.link.put(self.entry(session))
+
+    def entries(self) -> list[PileEntry]:
+        """Every pile this instance holds and no other instance took over later."""
+        return [self.entry(s) for s in self.piles.registry if not self._taken(s)]
+
+    def _taken(self, session: PileSession) -> bool:
+        entry = self.directory.piles.get(session.pile_id)
+        return entry is not None and entry.instance != self.me and entry.since >= session.connected_at
+
+    def startService(self) -> None:
+        """Connect in the background; a failure is logged."""
+        super().startService()
+        log.info(
+            "cluster: instance {instance} on {server}",
+            instance=self.me,
+            server=redact_server(self.link.server),
+        )
+        self.link.start().addErrback(lambda f: None)
+
+    def stopService(self) -> None:
+        """Stop refreshing (the entries expire after the TTL or are taken over)."""
+        super().stopService()
+        self.link.stop()
