@@ -8,7 +8,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from tests.nats_server import NatsServer
-from tests.support import login, reactor, start_consumer, start_proxy, until
+from tests.support import call, login, reactor, start_consumer, start_proxy, until
 from ykcproxy.cluster.registry_kv import Directory, PileEntry, instance_key
 
 PILE = "32010200000001"
@@ -53,3 +53,7 @@ class Takeover(TestCase):
         yield until(lambda: a.cluster.directory.counts() == {"b": 1})
         yield until(lambda: len([p for p in consumer.posts if p.path == "/online"]) == 2)
         self.assertEqual([p for p in consumer.posts if p.path == "/offline"], [])
+        yield until(lambda: len(a.cluster.view()["instances"]) == 2)
+        answer = yield call(a, "GET", "/cluster")
+        self.assertEqual(answer.body["instance"], "a")
+        self.assertEqual(sorted(i["instance"] for i in answer.body["instances"]), ["a", "b"])

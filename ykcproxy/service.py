@@ -387,6 +387,8 @@ class ProxyService(MultiService):
             self.records,
         )
         self.rest_listener.setServiceParent(self)
+        if self.cluster is not None:
+            self.api.cluster_view = self.cluster.view
         self.nats_commands = build_nats_commands(config, reactor, self.api.runner)
         if self.nats_commands is not None:
             self.nats_commands.setServiceParent(self)

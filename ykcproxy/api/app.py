@@ -71,6 +71,8 @@ class ControlApi:
         self.clock = piles.clock
         self.app = Klein()
         self.runner = CommandRunner(piles)
+        #: Gives ``GET /cluster`` (set in cluster mode).
+        self.cluster_view: Callable[[], dict[str, Any]] | None = None
         self.commands: dict[str, FrameType] = self.runner.commands
         self._handlers = [self, *handlers]
         if routes is None:
@@ -231,6 +233,12 @@ class ControlApi:
             raise ApiError(400, f"pile id: must be 14 digits, got {pile_id!r}")
         self.piles.tracer.switch(pile_id, enabled)
         return {"id": pile_id, "trace": enabled}
+
+    def cluster(self, request: IRequest) -> Any:
+        """GET /cluster: the instances as the shared bucket lists them."""
+        if self.cluster_view is None:
+            return {"enabled": False}
+        return self.cluster_view()
 
     def healthz(self, request: IRequest) -> Any:
         """GET /healthz: 200 when listening and forwarding works, else 503."""

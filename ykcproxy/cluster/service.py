@@ -72,6 +72,15 @@ class ClusterService(Service):
         entry = self.directory.piles.get(session.pile_id)
         return entry is not None and entry.instance != self.me and entry.since >= session.connected_at
 
+    def view(self) -> dict[str, Any]:
+        """``GET /cluster``: every instance with its pile count and last refresh."""
+        counts = self.directory.counts()
+        instances = [
+            {"instance": b.instance, "piles": counts.get(b.instance, 0), "refreshedAt": int(b.at * 1000)}
+            for b in sorted(self.directory.instances.values(), key=lambda b: b.instance)
+        ]
+        return {"enabled": True, "instance": self.me, "instances": instances}
+
     def startService(self) -> None:
         """Connect in the background; a failure is logged."""
         super().startService()
