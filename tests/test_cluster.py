@@ -10,6 +10,7 @@ from twisted.trial.unittest import TestCase
 from tests.nats_server import NatsServer
 from tests.support import call, login, reactor, start_consumer, start_proxy, until
 from ykcproxy.cluster.registry_kv import Directory, PileEntry, instance_key
+from ykcproxy.wire.examples import example
 
 PILE = "32010200000001"
 
@@ -46,7 +47,7 @@ class Takeover(TestCase):
         yield b.cluster.link.started
         yield login(self, a, PILE)
         yield until(lambda: b.cluster.directory.holder(PILE) == "a")
-        yield login(self, b, PILE)
+        link_b = yield login(self, b, PILE)
         yield until(lambda: a.piles.registry.get(PILE) is None)
         yield until(lambda: a.cluster.directory.holder(PILE) == "b")
         yield until(lambda: b.cluster.directory.counts() == {"b": 1})
@@ -54,6 +55,17 @@ class Takeover(TestCase):
         yield until(lambda: len([p for p in consumer.posts if p.path == "/online"]) == 2)
         self.assertEqual([p for p in consumer.posts if p.path == "/offline"], [])
         yield until(lambda: len(a.cluster.view()["instances"]) == 2)
+        # A command through A's REST reaches the pile on B, with its wait reply.
+        yield b.routed_commands.commands._started
+        pending = call(a, "POST", "/proxy/92?wait=5", {"id": PILE, "control": 1})
+        got = yield link_b.expect(0x92)
+        link_b.send(0x91, example(0x91, PILE), seq=got.seq)
+        routed = yield pending
+        self.assertEqual(routed.code, 200, routed.body)
+        self.assertEqual(routed.body["frame"], got.raw.hex())
+        self.assertIn("reply", routed.body)
+        missing = yield call(a, "POST", "/proxy/92", {"id": "32010200000009", "control": 1})
+        self.assertEqual(missing.code, 404)
         answer = yield call(a, "GET", "/cluster")
         self.assertEqual(answer.body["instance"], "a")
         self.assertEqual(sorted(i["instance"] for i in answer.body["instances"]), ["a", "b"])

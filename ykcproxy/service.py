@@ -388,7 +388,22 @@ class ProxyService(MultiService):
         )
         self.rest_listener.setServiceParent(self)
         if self.cluster is not None:
+            from ykcproxy.cluster.commands import NatsCommands, NatsCommandsService
+            from ykcproxy.cluster.registry_kv import route_prefix
+
             self.api.cluster_view = self.cluster.view
+            self.api.runner.elsewhere = self.cluster.route
+            # Commands routed here by the other instances: the NATS command protocol on our subject.
+            routed = NatsCommands(
+                self.api.runner,
+                reactor,
+                config.cluster,
+                route_prefix(config.instance_name),
+                config.username,
+                config.password,
+            )
+            self.routed_commands = NatsCommandsService(routed)
+            self.routed_commands.setServiceParent(self)
         self.nats_commands = build_nats_commands(config, reactor, self.api.runner)
         if self.nats_commands is not None:
             self.nats_commands.setServiceParent(self)

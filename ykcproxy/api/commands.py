@@ -47,6 +47,8 @@ class CommandRunner:
         self.piles = piles
         self.codec = piles.codec
         self.clock = piles.clock
+        #: ``(ft, body, wait) -> Deferred[(status, answer)]`` for a pile held by another instance.
+        self.elsewhere: Any = None
         #: The command frame types by their ``ft`` (as the REST routes name them).
         self.commands: dict[str, FrameType] = {
             f.ft: f for f in self.codec.catalogue.values() if f.direction is Direction.DOWN
@@ -77,6 +79,12 @@ class CommandRunner:
         registry = self.piles.registry
         # A 0x02 answers a login that is still pending; everything else needs an accepted one.
         session = registry.find(cmd.pile_id) if frame.code == 0x02 else registry.get(cmd.pile_id)
+        if session is None and self.elsewhere is not None:
+            status, answer = yield self.elsewhere(cmd.pile_id, frame.ft, body, wait)
+            if status != 200:
+                message = answer.pop("message", "")
+                raise ApiError(status, message, **answer)
+            return answer
         if session is None or session.connection.close_reason is not None:
             raise ApiError(404, f"pile {cmd.pile_id} is not connected")
         waiting: Deferred[dict[str, Any]] | None = None

@@ -37,6 +37,11 @@ def pile_key(pile_id: str) -> str:
     return f"pile.{pile_id}"
 
 
+def route_prefix(instance: str) -> str:
+    """The subject prefix of the commands routed to ``instance`` (``<prefix>.<ft>``)."""
+    return "ykcproxy.route." + instance.encode().hex()
+
+
 def instance_key(instance: str) -> str:
     """The bucket key of an instance's heartbeat (hex: KV keys may not hold ``:``)."""
     return "instance." + instance.encode().hex()
@@ -202,6 +207,25 @@ class KvLink:
             loop.stop()
 
         loop.call_soon_threadsafe(lambda: asyncio.ensure_future(close()))
+
+    def request(self, subject: str, data: bytes, timeout: float) -> Deferred[bytes]:
+        """A NATS request over this link's connection; fails after ``timeout`` s without an answer."""
+        d: Deferred[bytes] = Deferred()
+        loop = self._loop
+
+        async def ask() -> None:
+            try:
+                msg = await self._nc.request(subject, data, timeout=timeout)
+            except Exception as e:  # noqa: BLE001 - handed to the reactor
+                self.reactor.callFromThread(d.errback, RuntimeError(str(e) or type(e).__name__))
+                return
+            self.reactor.callFromThread(d.callback, msg.data)
+
+        if loop is None or self._nc is None:
+            d.errback(RuntimeError("not connected to the cluster NATS"))
+        else:
+            loop.call_soon_threadsafe(lambda: asyncio.ensure_future(ask()))
+        return d
 
     def _submit(self, key: str, value: bytes | None) -> None:
         if self._loop is not None:

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from twisted.application.service import Service
+from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 
-from ykcproxy.cluster.registry_kv import Directory, KvLink, PileEntry
+from ykcproxy.cluster.registry_kv import Directory, KvLink, PileEntry, route_prefix
 from ykcproxy.config import ProxyConfig
 from ykcproxy.forward.nats import redact_server
 from ykcproxy.pile.registry import MOVED
 from ykcproxy.pile.server import PileServerFactory
 from ykcproxy.pile.session import PileSession
 
-__all__ = ["ClusterService"]
+__all__ = ["ROUTE_GRACE", "ClusterService"]
+
+#: Seconds beyond a command's wait the holding instance may take to answer (else 503).
+ROUTE_GRACE = 5.0
 
 log = Logger()
 
@@ -71,6 +76,25 @@ class ClusterService(Service):
     def _taken(self, session: PileSession) -> bool:
         entry = self.directory.piles.get(session.pile_id)
         return entry is not None and entry.instance != self.me and entry.since >= session.connected_at
+
+    @inlineCallbacks
+    def route(self, pile_id: str, ft: str, body: Any, wait: float | None) -> Any:
+        """Run a command on the instance holding ``pile_id``: ``(status, answer)`` as REST gives."""
+        holder = self.directory.holder(pile_id)
+        if holder is None or holder == self.me:
+            return 404, {"message": f"pile {pile_id} is not connected"}
+        payload = dict(body) if isinstance(body, dict) else body
+        if wait is not None and isinstance(payload, dict):
+            payload["wait"] = wait
+        try:
+            data = yield self.link.request(
+                f"{route_prefix(holder)}.{ft}", json.dumps(payload).encode(), (wait or 0) + ROUTE_GRACE
+            )
+        except RuntimeError as e:
+            return 503, {"message": f"instance {holder} holding pile {pile_id} did not answer: {e}"}
+        answer = json.loads(data)
+        status = int(answer.pop("status"))
+        return status, answer
 
     def view(self) -> dict[str, Any]:
         """``GET /cluster``: every instance with its pile count and last refresh."""
