@@ -392,6 +392,8 @@ class ProxyService(MultiService):
             from ykcproxy.cluster.registry_kv import route_prefix
 
             self.api.cluster_view = self.cluster.view
+            self.api.cluster_piles = self.cluster.other_piles
+            self.api.instance = self.cluster.me
             self.api.runner.elsewhere = self.cluster.route
             # Commands routed here by the other instances: the NATS command protocol on our subject.
             routed = NatsCommands(

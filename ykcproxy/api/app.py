@@ -73,6 +73,9 @@ class ControlApi:
         self.runner = CommandRunner(piles)
         #: Gives ``GET /cluster`` (set in cluster mode).
         self.cluster_view: Callable[[], dict[str, Any]] | None = None
+        #: The piles held by the other instances (cluster mode), and this instance's name.
+        self.cluster_piles: Callable[[], list[dict[str, Any]]] | None = None
+        self.instance: str | None = None
         self.commands: dict[str, FrameType] = self.runner.commands
         self._handlers = [self, *handlers]
         if routes is None:
@@ -214,14 +217,27 @@ class ControlApi:
             return self.piles.registry.pending_logins()
         if state != "online":
             raise ApiError(400, f"state: must be online or pending, got {state!r}")
-        return [pile_view(s) for s in self.piles.registry]
+        local = [self._local_view(s) for s in self.piles.registry]
+        if self.cluster_piles is None:
+            return local
+        seen = {p["id"] for p in local}
+        return local + [p for p in self.cluster_piles() if p["id"] not in seen]
 
     def get_pile(self, request: IRequest, pile_id: str) -> Any:
-        """GET /piles/<id>."""
+        """GET /piles/<id> (in cluster mode also a pile held by another instance)."""
         session = self.piles.registry.get(pile_id)
-        if session is None:
-            raise ApiError(404, f"pile {pile_id} is not connected")
-        return pile_view(session)
+        if session is not None:
+            return self._local_view(session)
+        for view in self.cluster_piles() if self.cluster_piles is not None else ():
+            if view["id"] == pile_id:
+                return view
+        raise ApiError(404, f"pile {pile_id} is not connected")
+
+    def _local_view(self, session: PileSession) -> dict[str, Any]:
+        view = pile_view(session)
+        if self.instance is not None:
+            view["instance"] = self.instance
+        return view
 
     def trace(self, request: IRequest, pile_id: str) -> Any:
         """POST /piles/<id>/trace: switch the pile's frame trace on or off."""

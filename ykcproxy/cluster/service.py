@@ -96,6 +96,14 @@ class ClusterService(Service):
         status = int(answer.pop("status"))
         return status, answer
 
+    def other_piles(self) -> list[dict[str, Any]]:
+        """The piles other instances hold, as ``GET /piles`` shows them."""
+        return [
+            {"id": e.pile_id, "instance": e.instance, "remote": e.remote, "connectedAt": int(e.since * 1000)}
+            for e in self.directory.piles.values()
+            if e.instance != self.me
+        ]
+
     def view(self) -> dict[str, Any]:
         """``GET /cluster``: every instance with its pile count and last refresh."""
         counts = self.directory.counts()
