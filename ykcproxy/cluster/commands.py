@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from ykcproxy.api.commands import CommandRunner
+from ykcproxy.cluster import connect_options
 from ykcproxy.forward.nats import redact_server
 
 __all__ = ["NatsCommands", "NatsCommandsService", "decode_request"]
@@ -139,15 +140,9 @@ class NatsCommands:
     async def _connect(self) -> None:
         import nats
 
-        user, password = self._credentials
-        options: dict[str, Any] = {"servers": [self.server], "connect_timeout": self.connect_timeout}
-        if user:
-            options["user"] = user
-            options["password"] = password
-        elif password:
-            options["token"] = password
+        options = connect_options(self.server, *self._credentials)
         try:
-            self._nc = await nats.connect(**options, max_reconnect_attempts=-1)
+            self._nc = await nats.connect(**options, connect_timeout=self.connect_timeout)
 
             async def on_message(msg: Any) -> None:
                 self.reactor.callFromThread(self._handle, msg.subject, msg.reply, msg.data)

@@ -26,6 +26,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from ykcproxy.cluster import connect_options
+
 __all__ = ["BUCKET", "Directory", "InstanceBeat", "KvLink", "PileEntry", "instance_key", "pile_key"]
 
 #: The bucket of the pile entries and the instance heartbeats.
@@ -259,12 +261,7 @@ class KvLink:
     async def _run(self) -> None:
         import nats
 
-        user, password = self._credentials
-        options: dict[str, Any] = {"servers": [self.server], "max_reconnect_attempts": -1}
-        if user:
-            options.update(user=user, password=password)
-        elif password:
-            options["token"] = password
+        options = connect_options(self.server, *self._credentials)
         try:
             self._nc = await nats.connect(**options)
             js = self._nc.jetstream()
