@@ -74,10 +74,45 @@ class Values(TestCase):
             (["--messagingServerType", "nats", "--servers", "http://x"], "--servers"),
             (["--servers", "localhost:80a"], "--servers"),
             (["--tcpPort", "9000", "--httpPort", "9000"], "--tcpPort"),
+            (["--cluster", "http://x"], "--cluster"),
+            (["--instanceId", "a.b"], "--instanceId"),
+            (["--commandSubjectPrefix", "a..b"], "--commandSubjectPrefix"),
+            (["--natsCommands", "true"], "--natsCommands"),
         ]
         for argv, name in cases:
             error = self.assertRaises(usage.UsageError, parse, *argv, "--dataDir", d)
             self.assertIn(name, str(error), argv)
+
+
+class Cluster(TestCase):
+    """The cluster options and the connection the NATS commands use."""
+
+    def test_defaults(self):
+        config = parse("--dataDir", self.mktemp(), "--tcpPort", "27611")
+        self.assertEqual(config.cluster, "")
+        self.assertEqual(config.cluster_ttl, 15.0)
+        self.assertFalse(config.nats_commands)
+        self.assertEqual(config.command_subject_prefix, "charge.command.ykc")
+        self.assertTrue(config.instance_name.endswith(":27611"))
+
+    def test_cluster_address_and_commands(self):
+        config = parse(
+            "--cluster",
+            "127.0.0.1:4222",
+            "--instanceId",
+            "a-1",
+            "--natsCommands",
+            "true",
+            "--dataDir",
+            self.mktemp(),
+        )
+        self.assertEqual(config.cluster, "nats://127.0.0.1:4222")
+        self.assertEqual(config.instance_name, "a-1")
+        self.assertTrue(config.nats_commands)
+
+    def test_commands_over_the_forwarding_connection(self):
+        config = parse("--messagingServerType", "nats", "--natsCommands", "true", "--dataDir", self.mktemp())
+        self.assertTrue(config.nats_commands)
 
 
 def parse_with(argv: list[str], environ: dict[str, str] | None = None) -> Options:

@@ -325,6 +325,18 @@ class Sessions(TestCase):
         self.assertEqual(rig.publisher.bodies("offline")[0]["reason"], "shutdown")
         self.assertTrue(transport.disconnecting)
 
+    def test_moved_to_another_instance_forwards_no_offline(self):
+        rig = Rig(auto_verification=True)
+        proto, transport = rig.connect()
+        rig.send(proto, 0x01, example(0x01, PILE))
+        self.assertTrue(rig.factory.registry.move_away(PILE))
+        self.assertIsNone(rig.factory.registry.get(PILE))
+        self.assertTrue(transport.disconnecting)
+        proto.connectionLost()
+        self.assertEqual(rig.publisher.bodies("offline"), [])
+        self.assertEqual(len(rig.publisher.bodies("online")), 1)
+        self.assertFalse(rig.factory.registry.move_away(PILE))
+
     def test_encrypted_frame_forwarded_undecoded(self):
         rig = Rig(auto_verification=True)
         proto, transport = rig.connect()

@@ -113,6 +113,11 @@ class ProxyConfig:
     log_format: LogFormat
     log_level: LogLevelName
     shutdown_timeout: float
+    cluster: str
+    instance_id: str
+    cluster_ttl: float
+    nats_commands: bool
+    command_subject_prefix: str
     #: The read-only token (from ``--apiReadTokenFile``; not an option of its own).
     api_read_token: str = ""
     #: First wait between delivery retries (not an option: min(0.5, retry_max)).
@@ -133,6 +138,15 @@ class ProxyConfig:
         if self.api_endpoint:
             return self.api_endpoint
         return f"tcp:{self.http_port}:interface={_escape(self.api_host)}"
+
+    @property
+    def instance_name(self) -> str:
+        """This instance's name in the cluster: ``--instanceId``, else host name and pile port."""
+        if self.instance_id:
+            return self.instance_id
+        import socket
+
+        return f"{socket.gethostname()}:{self.tcp_port}"
 
     @property
     def standalone(self) -> bool:

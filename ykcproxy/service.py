@@ -307,6 +307,19 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def build_nats_commands(config: ProxyConfig, reactor: Any, runner: Any) -> Any:
+    """The NATS command responder (``--natsCommands``): over ``--cluster``, else the forwarding NATS."""
+    if not config.nats_commands:
+        return None
+    from ykcproxy.cluster.commands import NatsCommands, NatsCommandsService
+
+    server = config.cluster or config.servers[0]
+    commands = NatsCommands(
+        runner, reactor, server, config.command_subject_prefix, config.username, config.password
+    )
+    return NatsCommandsService(commands)
+
+
 class ProxyService(MultiService):
     """The whole proxy; its parts are attributes so tests can reach them."""
 
@@ -371,6 +384,12 @@ class ProxyService(MultiService):
             records=record_store,
         )
         self.pile_listener.setServiceParent(self)
+        self.cluster: Any = None
+        if config.cluster:
+            from ykcproxy.cluster.service import ClusterService
+
+            self.cluster = ClusterService(config, reactor, self.piles)
+            self.cluster.setServiceParent(self)
         if self.piles.allow_list is not None:
             self.reloads.register("allowList", self._reload_allow_list)
         self.api, self.rest_listener = build_api(
@@ -386,6 +405,28 @@ class ProxyService(MultiService):
             self.session_store,
         )
         self.rest_listener.setServiceParent(self)
+        if self.cluster is not None:
+            from ykcproxy.cluster.commands import NatsCommands, NatsCommandsService
+            from ykcproxy.cluster.registry_kv import route_prefix
+
+            self.api.cluster_view = self.cluster.view
+            self.api.cluster_piles = self.cluster.other_piles
+            self.api.instance = self.cluster.me
+            self.api.runner.elsewhere = self.cluster.route
+            # Commands routed here by the other instances: the NATS command protocol on our subject.
+            routed = NatsCommands(
+                self.api.runner,
+                reactor,
+                config.cluster,
+                route_prefix(config.instance_name),
+                config.username,
+                config.password,
+            )
+            self.routed_commands = NatsCommandsService(routed)
+            self.routed_commands.setServiceParent(self)
+        self.nats_commands = build_nats_commands(config, reactor, self.api.runner)
+        if self.nats_commands is not None:
+            self.nats_commands.setServiceParent(self)
 
     def _reload_allow_list(self) -> str | None:
         """SIGHUP: the allow-list file again (a bad file keeps the old list)."""

@@ -16,20 +16,20 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from klein import Klein
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError, inlineCallbacks
+from twisted.internet.defer import CancelledError, inlineCallbacks
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
+from ykcproxy.api.commands import CommandRunner, check_wait
 from ykcproxy.api.routes import MAX_WAIT, ROUTES, Route, command_routes
-from ykcproxy.api.validation import STREAMED, Answer, ApiError, check_command, query_text, read_json_body
+from ykcproxy.api.validation import STREAMED, Answer, ApiError, query_text, read_json_body
 from ykcproxy.config import ProxyConfig
 from ykcproxy.metrics import Metrics
 from ykcproxy.pile.server import PileServerFactory
 from ykcproxy.pile.session import PileSession
-from ykcproxy.pile.waiters import PileGone
-from ykcproxy.wire.frames import Direction, FrameType
+from ykcproxy.wire.frames import FrameType
 
 __all__ = ["MAX_WAIT", "Answer", "ApiError", "ControlApi", "pile_view"]
 
@@ -70,9 +70,13 @@ class ControlApi:
         self.codec = piles.codec
         self.clock = piles.clock
         self.app = Klein()
-        self.commands: dict[str, FrameType] = {
-            f.ft: f for f in self.codec.catalogue.values() if f.direction is Direction.DOWN
-        }
+        self.runner = CommandRunner(piles)
+        #: Gives ``GET /cluster`` (set in cluster mode).
+        self.cluster_view: Callable[[], dict[str, Any]] | None = None
+        #: The piles held by the other instances (cluster mode), and this instance's name.
+        self.cluster_piles: Callable[[], list[dict[str, Any]]] | None = None
+        self.instance: str | None = None
+        self.commands: dict[str, FrameType] = self.runner.commands
         self._handlers = [self, *handlers]
         if routes is None:
             routes = self.default_routes()
@@ -213,14 +217,27 @@ class ControlApi:
             return self.piles.registry.pending_logins()
         if state != "online":
             raise ApiError(400, f"state: must be online or pending, got {state!r}")
-        return [pile_view(s) for s in self.piles.registry]
+        local = [self._local_view(s) for s in self.piles.registry]
+        if self.cluster_piles is None:
+            return local
+        seen = {p["id"] for p in local}
+        return local + [p for p in self.cluster_piles() if p["id"] not in seen]
 
     def get_pile(self, request: IRequest, pile_id: str) -> Any:
-        """GET /piles/<id>."""
+        """GET /piles/<id> (in cluster mode also a pile held by another instance)."""
         session = self.piles.registry.get(pile_id)
-        if session is None:
-            raise ApiError(404, f"pile {pile_id} is not connected")
-        return pile_view(session)
+        if session is not None:
+            return self._local_view(session)
+        for view in self.cluster_piles() if self.cluster_piles is not None else ():
+            if view["id"] == pile_id:
+                return view
+        raise ApiError(404, f"pile {pile_id} is not connected")
+
+    def _local_view(self, session: PileSession) -> dict[str, Any]:
+        view = pile_view(session)
+        if self.instance is not None:
+            view["instance"] = self.instance
+        return view
 
     def trace(self, request: IRequest, pile_id: str) -> Any:
         """POST /piles/<id>/trace: switch the pile's frame trace on or off."""
@@ -232,6 +249,12 @@ class ControlApi:
             raise ApiError(400, f"pile id: must be 14 digits, got {pile_id!r}")
         self.piles.tracer.switch(pile_id, enabled)
         return {"id": pile_id, "trace": enabled}
+
+    def cluster(self, request: IRequest) -> Any:
+        """GET /cluster: the instances as the shared bucket lists them."""
+        if self.cluster_view is None:
+            return {"enabled": False}
+        return self.cluster_view()
 
     def healthz(self, request: IRequest) -> Any:
         """GET /healthz: 200 when listening and forwarding works, else 503."""
@@ -259,65 +282,16 @@ class ControlApi:
             return None
         text = raw[0].decode("latin-1")
         try:
-            seconds = float(text)
+            float(text)
         except ValueError:
             raise ApiError(400, f"wait: must be a number of seconds, got {text!r}") from None
-        if not 0 < seconds <= MAX_WAIT:
-            raise ApiError(400, f"wait: must be more than 0 and at most {MAX_WAIT:g} seconds, got {text}")
-        if frame.reply is None:
-            raise ApiError(
-                400,
-                f"wait: the pile answers no 0x{frame.ft} with a reply frame, so there is none to wait for",
-            )
-        return seconds
+        return check_wait(text, frame)
 
-    @inlineCallbacks
     def command(self, request: IRequest, frame: FrameType) -> Any:
         """POST /proxy/<ft>: validate, write the frame, optionally wait for the reply."""
         wait = self._wait_seconds(request, frame)
-        cmd = check_command(self.codec, frame, read_json_body(request, self.config.max_body_bytes))
-        registry = self.piles.registry
-        # A 0x02 answers a login that is still pending; everything else needs an accepted one.
-        session = registry.find(cmd.pile_id) if frame.code == 0x02 else registry.get(cmd.pile_id)
-        if session is None or session.connection.close_reason is not None:
-            raise ApiError(404, f"pile {cmd.pile_id} is not connected")
-        waiting: Deferred[dict[str, Any]] | None = None
-        if wait is not None and frame.reply is not None:
-            match = {k: cmd.fields[k] for k in frame.match}
-            waiting = self.piles.waiters.wait(cmd.pile_id, frame.reply, match)
-        try:
-            seq, raw = self.piles.command(session, frame.code, {**cmd.fields, "header": cmd.header})
-        except LookupError as e:
-            raise ApiError(404, str(e)) from None
-        except BaseException:
-            if waiting is not None:
-                waiting.addErrback(lambda f: f.trap(CancelledError))
-                waiting.cancel()
-            raise
-        result: dict[str, Any] = {"message": "done", "seq": seq, "frame": raw.hex()}
-        if waiting is None or wait is None:
-            return result
-        waiting.addTimeout(wait, self.clock)
-        try:
-            reply = yield waiting
-        except TimeoutError:
-            raise ApiError(
-                504,
-                f"no 0x{frame.reply:02x} reply from pile {cmd.pile_id} within {wait:g} s; "
-                f"the 0x{frame.ft} frame was sent (seq {seq})",
-                seq=seq,
-                frame=raw.hex(),
-            ) from None
-        except PileGone as e:
-            raise ApiError(
-                502,
-                f"{e} while waiting for its 0x{frame.reply:02x} reply; "
-                f"the 0x{frame.ft} frame was sent (seq {seq})",
-                seq=seq,
-                frame=raw.hex(),
-            ) from None
-        result["reply"] = reply
-        return result
+        body = read_json_body(request, self.config.max_body_bytes)
+        return self.runner.run(frame, body, wait)
 
 
 def pile_view(session: PileSession) -> dict[str, Any]:

@@ -373,6 +373,14 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route(
         "GET",
+        "/cluster",
+        "cluster",
+        "cluster",
+        "the instances of the cluster (--cluster) with their pile counts and last refresh",
+        {200: Reply("the instances (enabled false without --cluster)", schemas.CLUSTER)},
+    ),
+    Route(
+        "GET",
         "/healthz",
         "healthz",
         "healthz",

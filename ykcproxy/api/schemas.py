@@ -75,6 +75,27 @@ PENDING_LOGIN: dict[str, Any] = {
 #: The health report.
 HEALTH: dict[str, Any] = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
 
+#: ``GET /cluster``: this instance and every instance with its pile count and last refresh.
+CLUSTER: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "enabled": {"type": "boolean"},
+        "instance": {"type": "string"},
+        "instances": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "instance": {"type": "string"},
+                    "piles": {"type": "integer"},
+                    "refreshedAt": {"type": "integer", "description": "unix ms"},
+                },
+            },
+        },
+    },
+    "required": ["enabled"],
+}
+
 #: Any JSON object.
 OBJECT: dict[str, Any] = {"type": "object"}
 

@@ -162,7 +162,33 @@ def derive(values: dict[str, Any], explicit: set[str]) -> dict[str, Any]:
     for name in ("pileEndpoint", "apiEndpoint"):
         if values[name]:
             _check_endpoint(name, values[name])
+    _check_cluster(values, messaging)
     return values
+
+
+def _check_cluster(values: dict[str, Any], messaging: MessagingType) -> None:
+    """The cluster address, the instance name, and a connection for the NATS commands."""
+    from ykcproxy.forward.nats import check_subject_prefix, normalize_server
+
+    if values["cluster"]:
+        try:
+            values["cluster"] = normalize_server(values["cluster"])
+        except ValueError as e:
+            raise SettingsError(f"--cluster: {e}") from None
+    if _BAD_INSTANCE_CHARS & set(values["instanceId"]):
+        raise SettingsError(f"--instanceId: {values['instanceId']!r} may not hold spaces, '.', '*' or '>'")
+    try:
+        values["commandSubjectPrefix"] = check_subject_prefix(values["commandSubjectPrefix"])
+    except ValueError as e:
+        raise SettingsError(f"--commandSubjectPrefix: {e}") from None
+    if values["natsCommands"] and not values["cluster"] and messaging is not MessagingType.NATS:
+        raise SettingsError(
+            "--natsCommands needs a NATS connection: --cluster, or --messagingServerType nats"
+        )
+
+
+#: Characters an instance name may not hold (it is one token of a NATS subject and a KV key).
+_BAD_INSTANCE_CHARS = frozenset(" \t.*>")
 
 
 def _check_endpoint(option: str, description: str) -> None:

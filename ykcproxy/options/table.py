@@ -22,9 +22,10 @@ DELIVERY = "Durable delivery"
 PROTOCOL = "Protocol"
 GENERAL = "General"
 SESSIONS = "Charging sessions"
+CLUSTER = "Cluster"
 
 #: The groups, in the order ``doc/configuration.md`` lists them.
-GROUPS = (GENERAL, PILE, PROTOCOL, ANSWERS, SESSIONS, FORWARD, DELIVERY, API)
+GROUPS = (GENERAL, PILE, PROTOCOL, ANSWERS, SESSIONS, FORWARD, DELIVERY, API, CLUSTER)
 
 OPTIONS: tuple[Option, ...] = (
     Option(
@@ -399,6 +400,50 @@ OPTIONS: tuple[Option, ...] = (
         "frame_history",
     ),
     Option("maxBodyBytes", Whole(lo=1), 65536, "Largest REST request body accepted.", API, "max_body_bytes"),
+    # Cluster mode and commands over NATS.
+    Option(
+        "cluster",
+        Text(),
+        "",
+        "NATS address (nats:// or tls://) of the shared engine: JetStream KV of who holds which pile, "
+        "and request/reply between instances; --username/--password as for forwarding. Empty: off.",
+        CLUSTER,
+        "cluster",
+    ),
+    Option(
+        "instanceId",
+        Text(),
+        "",
+        "This instance's name in the cluster (no spaces, '.', '*' or '>').",
+        CLUSTER,
+        "instance_id",
+        shown="<host name>:<tcpPort>",
+    ),
+    Option(
+        "clusterTtl",
+        Seconds(),
+        15.0,
+        "Seconds a pile entry of an instance that stopped refreshing lives on (refreshed every third of it).",
+        CLUSTER,
+        "cluster_ttl",
+    ),
+    Option(
+        "natsCommands",
+        Flag(),
+        False,
+        "Take commands as NATS requests on <commandSubjectPrefix>.<ft> "
+        "(over --cluster, else the forwarding NATS connection).",
+        CLUSTER,
+        "nats_commands",
+    ),
+    Option(
+        "commandSubjectPrefix",
+        Text(),
+        "charge.command.ykc",
+        "NATS subject prefix of the commands (subject: <prefix>.<ft>).",
+        CLUSTER,
+        "command_subject_prefix",
+    ),
     # Operations.
     Option(
         "logFormat",

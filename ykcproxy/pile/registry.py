@@ -9,6 +9,9 @@ to the next and says when a pile goes online or offline:
   one (``online``);
 - *replaced*: the pile logged in again elsewhere; the old session goes
   offline with reason ``replaced`` (and its link closes if nothing else uses it);
+- *moved*: the pile logged in on another instance of the cluster; the old
+  session ends with reason ``moved`` (no ``offline`` is forwarded: the new
+  instance forwards the ``online``) and its link closes if nothing else uses it;
 - *silent*: a pile of a shared link stopped talking (``timeout``);
 - *closed*: its connection closed (``closed``, ``timeout``, ``error``,
   ``abuse``, ``slow-reader``, ``login-timeout``...) or the proxy shuts down
@@ -27,6 +30,10 @@ from ykcproxy.pile.session import PileSession
 
 if TYPE_CHECKING:
     from ykcproxy.pile.protocol import PileProtocol
+
+
+#: The close reason of a pile that logged in on another instance (no ``offline`` is forwarded).
+MOVED = "moved"
 
 
 def _ignore(*_: Any) -> None:
@@ -179,6 +186,24 @@ class Registry:
             self.on_offline(session, reason)
         if reason == "replaced" and not proto.sessions:
             proto.close("replaced")
+
+    def move_away(self, pile_id: str) -> bool:
+        """The pile logged in on another instance: end its session here (reason ``moved``).
+
+        Returns False when this instance holds no accepted session of ``pile_id``.
+        """
+        session = self._sessions.get(pile_id)
+        if session is None:
+            return False
+        self.log.info(
+            "pile {pile_id} logged in on another instance; closing its link from {remote}",
+            pile_id=pile_id,
+            remote=session.connection.remote,
+        )
+        self.drop(session, MOVED)
+        if not session.connection.sessions:
+            session.connection.close(MOVED)
+        return True
 
     def _discard(self, session: PileSession) -> bool:
         """Forget ``session``; True if it was the registered one."""

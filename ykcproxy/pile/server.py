@@ -33,7 +33,7 @@ from ykcproxy.pile.dispatch import HANDLERS, LOGIN, LOGIN_REPLY, TIME_SYNC, TRAN
 from ykcproxy.pile.limits import ThrottledLog
 from ykcproxy.pile.observers import FrameObserver
 from ykcproxy.pile.protocol import PileProtocol
-from ykcproxy.pile.registry import Registry
+from ykcproxy.pile.registry import MOVED, Registry
 from ykcproxy.pile.session import PileSession
 from ykcproxy.pile.trace import FrameTracer
 from ykcproxy.pile.waiters import ReplyWaiters
@@ -408,7 +408,11 @@ class PileServerFactory(Factory):
         self._event("online", session, {"remote": session.connection.remote})
 
     def _offline(self, session: PileSession, reason: str) -> None:
-        self._event("offline", session, {"remote": session.connection.remote, "reason": reason})
+        if reason == MOVED:
+            # The instance the pile moved to forwards its ``online``; consumers see no ``offline``.
+            self.log.info("pile {pile_id} moved to another instance", **session.log_fields())
+        else:
+            self._event("offline", session, {"remote": session.connection.remote, "reason": reason})
         self.waiters.fail_pile(session.pile_id, f"pile {session.pile_id} went offline ({reason})")
         for observer in self.observers:
             observer.pile_offline(session.pile_id)

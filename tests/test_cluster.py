@@ -1,0 +1,75 @@
+"""Cluster mode against a real ``nats-server -js``: the shared pile registry and takeovers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import TestCase
+
+from tests.nats_server import NatsServer
+from tests.support import call, login, reactor, start_consumer, start_proxy, until
+from ykcproxy.cluster.registry_kv import Directory, PileEntry, instance_key
+from ykcproxy.wire.examples import example
+
+PILE = "32010200000001"
+
+
+class DirectoryUpdates(TestCase):
+    def test_other_holders_are_reported(self) -> None:
+        moved: list[tuple[str, float]] = []
+        d = Directory("a", on_moved=lambda pile, since: moved.append((pile, since)))
+        d.update("pile." + PILE, PileEntry(PILE, "a", "10.0.0.1:5", 1.0).encode())
+        d.update("pile." + PILE, PileEntry(PILE, "b", "10.0.0.2:5", 2.0).encode())
+        self.assertEqual(moved, [(PILE, 2.0)])
+        self.assertEqual(d.holder(PILE), "b")
+        self.assertEqual(d.counts(), {"b": 1})
+        d.update("pile." + PILE, None)
+        self.assertIsNone(d.holder(PILE))
+
+    def test_instance_keys_hold_no_colon(self) -> None:
+        self.assertNotIn(":", instance_key("host:27600"))
+
+
+class Takeover(TestCase):
+    timeout = 40
+
+    @inlineCallbacks
+    def test_pile_moving_between_live_instances(self) -> Any:
+        nats = NatsServer(reactor, jetstream=True)
+        self.addCleanup(nats.cleanup)
+        yield nats.start()
+        consumer, url = start_consumer(self)
+        common = {"servers": url, "cluster": nats.url, "cluster_ttl": 3.0, "auto_verification": True}
+        a = yield start_proxy(self, instance_id="a", **common)
+        b = yield start_proxy(self, instance_id="b", **common)
+        yield a.cluster.link.started
+        yield b.cluster.link.started
+        yield login(self, a, PILE)
+        yield until(lambda: b.cluster.directory.holder(PILE) == "a")
+        link_b = yield login(self, b, PILE)
+        yield until(lambda: a.piles.registry.get(PILE) is None)
+        yield until(lambda: a.cluster.directory.holder(PILE) == "b")
+        yield until(lambda: b.cluster.directory.counts() == {"b": 1})
+        yield until(lambda: a.cluster.directory.counts() == {"b": 1})
+        yield until(lambda: len([p for p in consumer.posts if p.path == "/online"]) == 2)
+        self.assertEqual([p for p in consumer.posts if p.path == "/offline"], [])
+        yield until(lambda: len(a.cluster.view()["instances"]) == 2)
+        # A command through A's REST reaches the pile on B, with its wait reply.
+        yield b.routed_commands.commands._started
+        pending = call(a, "POST", "/proxy/92?wait=5", {"id": PILE, "control": 1})
+        got = yield link_b.expect(0x92)
+        link_b.send(0x91, example(0x91, PILE), seq=got.seq)
+        routed = yield pending
+        self.assertEqual(routed.code, 200, routed.body)
+        self.assertEqual(routed.body["frame"], got.raw.hex())
+        self.assertIn("reply", routed.body)
+        listed = yield call(a, "GET", "/piles")
+        self.assertEqual([(p["id"], p["instance"]) for p in listed.body], [(PILE, "b")])
+        one = yield call(b, "GET", f"/piles/{PILE}")
+        self.assertEqual(one.body["instance"], "b")
+        missing = yield call(a, "POST", "/proxy/92", {"id": "32010200000009", "control": 1})
+        self.assertEqual(missing.code, 404)
+        answer = yield call(a, "GET", "/cluster")
+        self.assertEqual(answer.body["instance"], "a")
+        self.assertEqual(sorted(i["instance"] for i in answer.body["instances"]), ["a", "b"])

@@ -1,0 +1,129 @@
+"""Cluster mode (``--cluster``): this instance's piles in the shared bucket, and takeovers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import inlineCallbacks
+from twisted.logger import Logger
+
+from ykcproxy.cluster.registry_kv import Directory, KvLink, PileEntry, route_prefix
+from ykcproxy.config import ProxyConfig
+from ykcproxy.forward.nats import redact_server
+from ykcproxy.pile.registry import MOVED
+from ykcproxy.pile.server import PileServerFactory
+from ykcproxy.pile.session import PileSession
+
+__all__ = ["ROUTE_GRACE", "ClusterService"]
+
+#: Seconds beyond a command's wait the holding instance may take to answer (else 503).
+ROUTE_GRACE = 5.0
+
+log = Logger()
+
+
+class ClusterService(Service):
+    """Keeps the bucket current with this instance's piles and closes piles taken elsewhere."""
+
+    def __init__(self, config: ProxyConfig, reactor: Any, piles: PileServerFactory) -> None:
+        self.me = config.instance_name
+        self.piles = piles
+        self.directory = Directory(self.me, on_moved=self.moved)
+        self.link = KvLink(
+            reactor,
+            config.cluster,
+            self.directory,
+            self.entries,
+            config.cluster_ttl,
+            config.username,
+            config.password,
+        )
+        registry = piles.registry
+        online, offline = registry.on_online, registry.on_offline
+
+        def on_online(session: PileSession) -> None:
+            online(session)
+            self.link.put(self.entry(session))
+
+        def on_offline(session: PileSession, reason: str) -> None:
+            offline(session, reason)
+            if reason != MOVED and self.directory.holder(session.pile_id) in (self.me, None):
+                self.link.delete(session.pile_id)
+
+        registry.on_online, registry.on_offline = on_online, on_offline
+
+    def entry(self, session: PileSession) -> PileEntry:
+        """The bucket entry of one of this instance's piles."""
+        return PileEntry(session.pile_id, self.me, session.connection.remote, session.connected_at)
+
+    def moved(self, pile_id: str, since: float) -> None:
+        """Another instance holds ``pile_id`` since ``since``: close ours if it is older."""
+        session = self.piles.registry.get(pile_id)
+        if session is None:
+            return
+        if session.connected_at <= since:
+            self.piles.registry.move_away(pile_id)
+        else:
+            # A stale write of an instance that has not yet seen our login: ours is newer.
+            self.link.put(self.entry(session))
+
+    def entries(self) -> list[PileEntry]:
+        """Every pile this instance holds and no other instance took over later."""
+        return [self.entry(s) for s in self.piles.registry if not self._taken(s)]
+
+    def _taken(self, session: PileSession) -> bool:
+        entry = self.directory.piles.get(session.pile_id)
+        return entry is not None and entry.instance != self.me and entry.since >= session.connected_at
+
+    @inlineCallbacks
+    def route(self, pile_id: str, ft: str, body: Any, wait: float | None) -> Any:
+        """Run a command on the instance holding ``pile_id``: ``(status, answer)`` as REST gives."""
+        holder = self.directory.holder(pile_id)
+        if holder is None or holder == self.me:
+            return 404, {"message": f"pile {pile_id} is not connected"}
+        payload = dict(body) if isinstance(body, dict) else body
+        if wait is not None and isinstance(payload, dict):
+            payload["wait"] = wait
+        try:
+            data = yield self.link.request(
+                f"{route_prefix(holder)}.{ft}", json.dumps(payload).encode(), (wait or 0) + ROUTE_GRACE
+            )
+        except RuntimeError as e:
+            return 503, {"message": f"instance {holder} holding pile {pile_id} did not answer: {e}"}
+        answer = json.loads(data)
+        status = int(answer.pop("status"))
+        return status, answer
+
+    def other_piles(self) -> list[dict[str, Any]]:
+        """The piles other instances hold, as ``GET /piles`` shows them."""
+        return [
+            {"id": e.pile_id, "instance": e.instance, "remote": e.remote, "connectedAt": int(e.since * 1000)}
+            for e in self.directory.piles.values()
+            if e.instance != self.me
+        ]
+
+    def view(self) -> dict[str, Any]:
+        """``GET /cluster``: every instance with its pile count and last refresh."""
+        counts = self.directory.counts()
+        instances = [
+            {"instance": b.instance, "piles": counts.get(b.instance, 0), "refreshedAt": int(b.at * 1000)}
+            for b in sorted(self.directory.instances.values(), key=lambda b: b.instance)
+        ]
+        return {"enabled": True, "instance": self.me, "instances": instances}
+
+    def startService(self) -> None:
+        """Connect in the background; a failure is logged."""
+        super().startService()
+        log.info(
+            "cluster: instance {instance} on {server}",
+            instance=self.me,
+            server=redact_server(self.link.server),
+        )
+        self.link.start().addErrback(lambda f: None)
+
+    def stopService(self) -> None:
+        """Stop refreshing (the entries expire after the TTL or are taken over)."""
+        super().stopService()
+        self.link.stop()
