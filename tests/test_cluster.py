@@ -15,6 +15,21 @@ from ykcproxy.wire.examples import example
 PILE = "32010200000001"
 
 
+@inlineCallbacks
+def two_instances(test: TestCase) -> Any:
+    """A real ``nats-server -js``, a webhook consumer and instances ``a`` and ``b`` on it."""
+    nats = NatsServer(reactor, jetstream=True)
+    test.addCleanup(nats.cleanup)
+    yield nats.start()
+    consumer, url = start_consumer(test)
+    common = {"servers": url, "cluster": nats.url, "cluster_ttl": 3.0, "auto_verification": True}
+    a = yield start_proxy(test, instance_id="a", **common)
+    b = yield start_proxy(test, instance_id="b", **common)
+    yield a.cluster.link.started
+    yield b.cluster.link.started
+    return consumer, a, b
+
+
 class DirectoryUpdates(TestCase):
     def test_other_holders_are_reported(self) -> None:
         moved: list[tuple[str, float]] = []
@@ -36,15 +51,7 @@ class Takeover(TestCase):
 
     @inlineCallbacks
     def test_pile_moving_between_live_instances(self) -> Any:
-        nats = NatsServer(reactor, jetstream=True)
-        self.addCleanup(nats.cleanup)
-        yield nats.start()
-        consumer, url = start_consumer(self)
-        common = {"servers": url, "cluster": nats.url, "cluster_ttl": 3.0, "auto_verification": True}
-        a = yield start_proxy(self, instance_id="a", **common)
-        b = yield start_proxy(self, instance_id="b", **common)
-        yield a.cluster.link.started
-        yield b.cluster.link.started
+        consumer, a, b = yield two_instances(self)
         yield login(self, a, PILE)
         yield until(lambda: b.cluster.directory.holder(PILE) == "a")
         link_b = yield login(self, b, PILE)
@@ -73,3 +80,34 @@ class Takeover(TestCase):
         answer = yield call(a, "GET", "/cluster")
         self.assertEqual(answer.body["instance"], "a")
         self.assertEqual(sorted(i["instance"] for i in answer.body["instances"]), ["a", "b"])
+
+
+class SessionsAcrossInstances(TestCase):
+    timeout = 40
+
+    @inlineCallbacks
+    def test_an_order_seen_on_b_is_read_through_a(self) -> Any:
+        _, a, b = yield two_instances(self)
+        yield b.routed_commands.commands._started
+        link = yield login(self, b, PILE)
+        trade = f"{PILE}01250102030405{1:04d}"
+        order = {"tradeSeq": trade, "gunId": "01"}
+        started = yield call(b, "POST", "/proxy/34", {**example(0x34, PILE), **order})
+        self.assertEqual(started.code, 200, started.body)
+        yield link.expect(0x34)
+        link.send(0x33, {**example(0x33, PILE), **order, "result": True, "reason": 0})
+        yield until(lambda: b.sessions.get(trade) is not None)
+        yield until(lambda: "b" in a.cluster.directory.instances)
+        here = yield call(b, "GET", f"/sessions/{trade}")
+        self.assertEqual(here.code, 200, here.body)
+        there = yield call(a, "GET", f"/sessions/{trade}")
+        self.assertEqual(there.code, 200, there.body)
+        self.assertEqual(there.body, here.body)
+        self.assertEqual((there.body["tradeSeq"], there.body["id"]), (trade, PILE))
+        # Lower case is the same order; an order no instance saw is a 404; a bad one a 400.
+        lower = yield call(a, "GET", f"/sessions/{trade.lower()}")
+        self.assertEqual(lower.code, 200, lower.body)
+        missing = yield call(a, "GET", f"/sessions/{'9' * 32}")
+        self.assertEqual(missing.code, 404, missing.body)
+        bad = yield call(a, "GET", "/sessions/12")
+        self.assertEqual(bad.code, 400, bad.body)

@@ -406,8 +406,10 @@ class ProxyService(MultiService):
         )
         self.rest_listener.setServiceParent(self)
         if self.cluster is not None:
+            from ykcproxy.api.session_handlers import SessionHandlers
             from ykcproxy.cluster.commands import NatsCommands, NatsCommandsService
             from ykcproxy.cluster.registry_kv import route_prefix
+            from ykcproxy.cluster.service import SESSION_LOOKUP
 
             self.api.cluster_view = self.cluster.view
             self.api.cluster_piles = self.cluster.other_piles
@@ -422,6 +424,11 @@ class ProxyService(MultiService):
                 config.username,
                 config.password,
             )
+            # GET /sessions/<tradeSeq> asks the other instances for an order not seen here.
+            sessions = self.api.handler(SessionHandlers)
+            sessions.elsewhere = self.cluster.find_session
+            self.cluster.local_session = sessions.local_session
+            routed.lookups[SESSION_LOOKUP] = self.cluster.answer_session
             self.routed_commands = NatsCommandsService(routed)
             self.routed_commands.setServiceParent(self)
         self.nats_commands = build_nats_commands(config, reactor, self.api.runner)

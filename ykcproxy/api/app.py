@@ -13,7 +13,7 @@ import hmac
 import json
 import re
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from klein import Klein
 from twisted.internet.defer import CancelledError, inlineCallbacks
@@ -34,6 +34,9 @@ from ykcproxy.wire.frames import FrameType
 __all__ = ["MAX_WAIT", "Answer", "ApiError", "ControlApi", "pile_view"]
 
 log = Logger()
+
+#: A route handler type (:meth:`ControlApi.handler`).
+H = TypeVar("H")
 
 PILE_ID_PATTERN = re.compile(r"[0-9]{14}")
 
@@ -84,6 +87,13 @@ class ControlApi:
         for route in self.routes:
             self._serve(route)
         self._error_handlers()
+
+    def handler(self, kind: type[H]) -> H:
+        """The route handler object of type ``kind`` (``LookupError`` if there is none)."""
+        for owner in self._handlers:
+            if isinstance(owner, kind):
+                return owner
+        raise LookupError(f"no {kind.__name__} among the handlers")
 
     def resource(self) -> Any:
         """The web resource of the API (with CORS when ``--corsOrigin`` is set)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
@@ -63,6 +64,9 @@ class NatsCommands:
         self._thread: threading.Thread | None = None
         self._nc: Any = None
         self._started: Deferred[None] | None = None
+        #: Non-command requests answered on ``<prefix>.<name>`` (e.g. the cluster's session
+        #: lookup): name -> a function of the payload giving ``(status, answer)``.
+        self.lookups: dict[str, Callable[[bytes], Deferred[tuple[int, dict[str, Any]]]]] = {}
 
     # -- reactor thread ---------------------------------------------------------
     def start(self) -> Deferred[None]:
@@ -110,8 +114,11 @@ class NatsCommands:
     def _handle(self, subject: str, reply: str, payload: bytes) -> None:
         ft = subject[len(self.prefix) + 1 :]
         body, wait = decode_request(payload)
-        if body is None and payload.strip() not in (b"null",):
-            d: Deferred[Any] = Deferred()
+        lookup = self.lookups.get(ft)
+        if lookup is not None:
+            d: Deferred[Any] = lookup(payload)
+        elif body is None and payload.strip() not in (b"null",):
+            d = Deferred()
             d.callback((400, {"message": "body: must be a JSON object"}))
         else:
             d = self.runner.answer(ft, body, wait)

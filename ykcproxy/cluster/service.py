@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.logger import Logger
 
 from ykcproxy.cluster.registry_kv import Directory, KvLink, PileEntry, route_prefix
@@ -16,10 +17,16 @@ from ykcproxy.pile.registry import MOVED
 from ykcproxy.pile.server import PileServerFactory
 from ykcproxy.pile.session import PileSession
 
-__all__ = ["ROUTE_GRACE", "ClusterService"]
+__all__ = ["ROUTE_GRACE", "SESSION_LOOKUP", "SESSION_TIMEOUT", "ClusterService"]
 
 #: Seconds beyond a command's wait the holding instance may take to answer (else 503).
 ROUTE_GRACE = 5.0
+
+#: The request asking an instance for an order: ``ykcproxy.route.<hex instance>.sessions``.
+SESSION_LOOKUP = "sessions"
+
+#: Seconds each instance has to answer a session lookup (no answer counts as "not here").
+SESSION_TIMEOUT = 2.0
 
 log = Logger()
 
@@ -40,6 +47,8 @@ class ClusterService(Service):
             config.username,
             config.password,
         )
+        #: This instance's own order lookup (``tradeSeq`` -> the order or None), set with the REST API.
+        self.local_session: Callable[[str], Deferred[dict[str, Any] | None]] | None = None
         registry = piles.registry
         online, offline = registry.on_online, registry.on_offline
 
@@ -95,6 +104,57 @@ class ClusterService(Service):
         answer = json.loads(data)
         status = int(answer.pop("status"))
         return status, answer
+
+    def find_session(self, trade_seq: str) -> Deferred[dict[str, Any] | None]:
+        """Ask every other live instance for an order: the first that has it wins, else None.
+
+        One request per instance on its route subject, each bounded by :data:`SESSION_TIMEOUT`;
+        an instance that does not answer in time (or is gone) counts as not having it.
+        """
+        result: Deferred[dict[str, Any] | None] = Deferred()
+        others = [name for name in self.directory.instances if name != self.me]
+        pending = [len(others)]
+        if not others:
+            result.callback(None)
+            return result
+        payload = json.dumps({"tradeSeq": trade_seq}).encode()
+
+        def got(data: bytes) -> None:
+            try:
+                answer = json.loads(data)
+            except ValueError:
+                return
+            if not result.called and isinstance(answer, dict) and answer.get("status") == 200:
+                result.callback(answer.get("session"))
+
+        def done(_: object) -> None:
+            pending[0] -= 1
+            if pending[0] == 0 and not result.called:
+                result.callback(None)
+
+        for name in others:
+            d = self.link.request(f"{route_prefix(name)}.{SESSION_LOOKUP}", payload, SESSION_TIMEOUT)
+            d.addCallback(got)
+            d.addErrback(lambda f: None)
+            d.addBoth(done)
+        return result
+
+    @inlineCallbacks
+    def answer_session(self, payload: bytes) -> Any:
+        """Another instance's session lookup: ``(200, {"session": order})`` or ``(404, ...)``."""
+        try:
+            trade_seq = str(json.loads(payload)["tradeSeq"])
+        except (ValueError, KeyError, TypeError):
+            return 400, {"message": 'body: must be {"tradeSeq": ...}'}
+        found = None
+        if self.local_session is not None:
+            try:
+                found = yield self.local_session(trade_seq)
+            except ValueError as e:
+                return 400, {"message": str(e)}
+        if found is None:
+            return 404, {"message": f"no session {trade_seq} on {self.me}"}
+        return 200, {"session": found}
 
     def other_piles(self) -> list[dict[str, Any]]:
         """The piles other instances hold, as ``GET /piles`` shows them."""
