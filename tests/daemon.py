@@ -82,3 +82,22 @@ def spawn(test: TestCase, argv: list[str], cwd: str | None = None) -> Daemon:
 
     test.addCleanup(kill)
     return proc
+
+
+def proxy_argv(consumer_url: str, data_dir: str, *extra: str) -> list[str]:
+    """The ``ykcproxy`` command on loopback ephemeral ports, forwarding to ``consumer_url``."""
+    return [
+        command("ykcproxy"),
+        "-host",
+        "127.0.0.1",
+        "-tcpPort=0",
+        "--httpPort",
+        "0",
+        "-servers",
+        consumer_url,
+        "-dataDir",
+        data_dir,
+        "-autoVerification",
+        "-retryMaxDelay=0.1",
+        *extra,
+    ]

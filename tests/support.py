@@ -219,3 +219,16 @@ def until(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
 def settle(seconds: float = 0.05) -> Deferred[None]:
     """Let the real reactor run a little (for asserting that nothing happens)."""
     return deferLater(reactor, seconds, lambda: None)
+
+
+@inlineCallbacks
+def command_with_wait(test: TestCase, proxy: Any, link: Any, pile_id: str) -> Any:
+    """A 0x92 through ``proxy``'s REST with ``?wait=``, answered by the pile on ``link`` (200, reply)."""
+    pending = call(proxy, "POST", "/proxy/92?wait=5", {"id": pile_id, "control": 1})
+    got = yield link.expect(0x92)
+    link.send(0x91, example(0x91, pile_id), seq=got.seq)
+    answer = yield pending
+    test.assertEqual(answer.code, 200, answer.body)
+    test.assertEqual(answer.body["frame"], got.raw.hex())
+    test.assertIn("reply", answer.body)
+    return answer

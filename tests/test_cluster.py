@@ -8,7 +8,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from tests.nats_server import NatsServer
-from tests.support import call, login, reactor, start_consumer, start_proxy, until
+from tests.support import call, command_with_wait, login, reactor, start_consumer, start_proxy, until
 from ykcproxy.cluster.registry_kv import Directory, PileEntry, instance_key
 from ykcproxy.wire.examples import example
 
@@ -64,13 +64,7 @@ class Takeover(TestCase):
         yield until(lambda: len(a.cluster.view()["instances"]) == 2)
         # A command through A's REST reaches the pile on B, with its wait reply.
         yield b.routed_commands.commands._started
-        pending = call(a, "POST", "/proxy/92?wait=5", {"id": PILE, "control": 1})
-        got = yield link_b.expect(0x92)
-        link_b.send(0x91, example(0x91, PILE), seq=got.seq)
-        routed = yield pending
-        self.assertEqual(routed.code, 200, routed.body)
-        self.assertEqual(routed.body["frame"], got.raw.hex())
-        self.assertIn("reply", routed.body)
+        yield command_with_wait(self, a, link_b, PILE)
         listed = yield call(a, "GET", "/piles")
         self.assertEqual([(p["id"], p["instance"]) for p in listed.body], [(PILE, "b")])
         one = yield call(b, "GET", f"/piles/{PILE}")

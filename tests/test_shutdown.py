@@ -12,7 +12,7 @@ import os
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from tests.daemon import command, reactor, spawn
+from tests.daemon import proxy_argv, reactor, spawn
 from tests.support import start_consumer
 from tests.test_crash import connect  # a raw-socket pile, logged in
 
@@ -24,21 +24,7 @@ class Sigterm(TestCase):
 
     def start(self, url: str, *extra: str, data_dir: str = ""):
         data_dir = data_dir or os.path.abspath(self.mktemp())
-        argv = [
-            command("ykcproxy"),
-            "-host",
-            "127.0.0.1",
-            "-tcpPort=0",
-            "--httpPort",
-            "0",
-            "-servers",
-            url,
-            "-dataDir",
-            data_dir,
-            "-autoVerification",
-            "-retryMaxDelay=0.1",
-            *extra,
-        ]
+        argv = proxy_argv(url, data_dir, *extra)
         return spawn(self, argv)
 
     @inlineCallbacks
