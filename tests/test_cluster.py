@@ -9,7 +9,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.nats_server import NatsServer
 from tests.support import call, command_with_wait, login, reactor, start_consumer, start_proxy, until
-from ykcproxy.cluster.registry_kv import Directory, PileEntry, instance_key
+from ykcproxy.cluster.registry_kv import Directory, InstanceBeat, PileEntry, instance_key
 from ykcproxy.wire.examples import example
 
 PILE = "32010200000001"
@@ -105,3 +105,9 @@ class SessionsAcrossInstances(TestCase):
         self.assertEqual(missing.code, 404, missing.body)
         bad = yield call(a, "GET", "/sessions/12")
         self.assertEqual(bad.code, 400, bad.body)
+        # An instance in the directory that is gone (no responder) counts as not having it.
+        a.cluster.directory.instances["gone"] = InstanceBeat("gone", 0, 0.0)
+        still = yield call(a, "GET", f"/sessions/{trade}")
+        self.assertEqual((still.code, still.body), (200, here.body))
+        gone = yield call(a, "GET", f"/sessions/{'9' * 32}")
+        self.assertEqual(gone.code, 404, gone.body)
