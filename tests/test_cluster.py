@@ -16,13 +16,14 @@ PILE = "32010200000001"
 
 
 @inlineCallbacks
-def two_instances(test: TestCase) -> Any:
+def two_instances(test: TestCase, **settings: Any) -> Any:
     """A real ``nats-server -js``, a webhook consumer and instances ``a`` and ``b`` on it."""
     nats = NatsServer(reactor, jetstream=True)
     test.addCleanup(nats.cleanup)
     yield nats.start()
+    test.nats = nats  # type: ignore[attr-defined]
     consumer, url = start_consumer(test)
-    common = {"servers": url, "cluster": nats.url, "cluster_ttl": 3.0, "auto_verification": True}
+    common = {"servers": url, "cluster": nats.url, "cluster_ttl": 3.0, "auto_verification": True, **settings}
     a = yield start_proxy(test, instance_id="a", **common)
     b = yield start_proxy(test, instance_id="b", **common)
     yield a.cluster.link.started
@@ -111,3 +112,33 @@ class SessionsAcrossInstances(TestCase):
         self.assertEqual((still.code, still.body), (200, here.body))
         gone = yield call(a, "GET", f"/sessions/{'9' * 32}")
         self.assertEqual(gone.code, 404, gone.body)
+
+
+class NatsCommandsAcrossInstances(TestCase):
+    timeout = 40
+
+    @inlineCallbacks
+    def test_one_instance_takes_each_request_and_routes_it_to_the_holder(self) -> Any:
+        import json
+
+        from tests.nats_server import connect_client
+
+        consumer, a, b = yield two_instances(self, nats_commands=True)
+        for proxy in (a, b):
+            yield proxy.nats_commands.commands._started
+            yield proxy.routed_commands.commands._started
+        link = yield login(self, b, PILE)
+        yield until(lambda: a.cluster.directory.holder(PILE) == "b")
+        client = yield connect_client(self.nats.port)  # type: ignore[attr-defined]
+        self.addCleanup(client.transport.loseConnection)
+        for _ in range(4):  # whichever instance takes it, the frame is written once
+            body = json.dumps({"id": PILE, "control": 1, "wait": 5}).encode()
+            pending = client.request("charge.command.ykc.92", body)
+            got = yield link.expect(0x92)
+            link.send(0x91, example(0x91, PILE), seq=got.seq)
+            answer = json.loads((yield pending).payload)
+            self.assertEqual(answer["status"], 200, answer)
+            self.assertEqual(answer["frame"], got.raw.hex())
+        link.send(0x03, example(0x03, PILE))
+        yield link.expect(0x04)  # anything written for those requests came before this answer
+        self.assertEqual([f.code for f in link.unclaimed if f.code == 0x92], [])

@@ -307,6 +307,10 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+#: The NATS queue group of the command subjects: one instance of a cluster answers each request.
+COMMAND_QUEUE = "ykcproxy-commands"
+
+
 def build_nats_commands(config: ProxyConfig, reactor: Any, runner: Any) -> Any:
     """The NATS command responder (``--natsCommands``): over ``--cluster``, else the forwarding NATS."""
     if not config.nats_commands:
@@ -315,7 +319,13 @@ def build_nats_commands(config: ProxyConfig, reactor: Any, runner: Any) -> Any:
 
     server = config.cluster or config.servers[0]
     commands = NatsCommands(
-        runner, reactor, server, config.command_subject_prefix, config.username, config.password
+        runner,
+        reactor,
+        server,
+        config.command_subject_prefix,
+        config.username,
+        config.password,
+        queue=COMMAND_QUEUE,
     )
     return NatsCommandsService(commands)
 

@@ -53,8 +53,12 @@ class NatsCommands:
         username: str = "",
         password: str = "",
         connect_timeout: float = 10.0,
+        queue: str = "",
     ) -> None:
         self.runner = runner
+        #: The NATS queue group of the subscription ('' : none). The public command
+        #: subjects use one, so that of several instances exactly one takes each request.
+        self.queue = queue
         self.reactor = reactor
         self.server = server
         self.prefix = prefix
@@ -154,7 +158,7 @@ class NatsCommands:
             async def on_message(msg: Any) -> None:
                 self.reactor.callFromThread(self._handle, msg.subject, msg.reply, msg.data)
 
-            await self._nc.subscribe(f"{self.prefix}.*", cb=on_message)
+            await self._nc.subscribe(f"{self.prefix}.*", queue=self.queue, cb=on_message)
             await self._nc.flush()
         except Exception as e:  # noqa: BLE001 - reported to the reactor
             message = str(e) or type(e).__name__
