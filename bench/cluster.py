@@ -4,7 +4,7 @@ A ``nats-server -js`` and ``--instances`` proxy processes in cluster mode
 (``--cluster``, each its own ``--instanceId`` and data directory, no
 forwarding), one simulator process per instance with ``--piles`` piles (ids
 distinct per instance) on that instance's pile port.  When the registry shows
-every pile, this process sends ``POST /proxy/12?wait=`` (a real-time data
+every pile and ``--warmup`` seconds have passed, this process sends ``POST /proxy/12?wait=`` (a real-time data
 request the simulated pile answers with its real-time data) at ``--rate`` per second for
 ``--duration`` seconds, round-robin over the instances' REST ports, each to a
 pile drawn at random from the whole fleet: about one in ``--instances`` is held
@@ -193,6 +193,7 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=20, help="seconds of sending")
     p.add_argument("--ramp", type=float, default=500, help="piles started per second by each simulator")
     p.add_argument("--ramp-limit", type=float, default=180, help="registry wait limit (s)")
+    p.add_argument("--warmup", type=float, default=10, help="seconds between the full registry and sending")
     p.add_argument("--wait", type=float, default=5, help="the ?wait= of each command (s)")
     p.add_argument("--connections", type=int, default=64, help="persistent HTTP connections per instance")
     p.add_argument("--cluster-ttl", type=float, default=15)
@@ -235,6 +236,7 @@ def main() -> None:
                 threading.Thread(target=drain, args=(sim, seen[k]), daemon=True).start()
             registered = wait_registry(ports[0][1], n * args.piles, args.ramp_limit)
             print(f"registry shows all {n * args.piles} piles after {registered:.1f} s")
+            time.sleep(args.warmup)  # the logins' aftermath (first heartbeats, registry writes) settles
             meters = [CpuMeter(proc) for proc in procs]
             for m in meters:
                 m.start()
