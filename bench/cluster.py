@@ -91,9 +91,10 @@ def load(rests: list[int], piles: list[list[str]], args: argparse.Namespace) -> 
     rnd = random.Random(args.seed)
     fleet = [(k, pid) for k, ids in enumerate(piles) for pid in ids]
     latency: dict[str, list[float]] = {"local": [], "routed": []}
+    slow: list[tuple[float, str, int, float]] = []  # (sent at, kind, instance asked, ms)
     status: Counter[str] = Counter()
     by_kind: dict[str, Counter[str]] = {"local": Counter(), "routed": Counter()}
-    state = {"sent": 0, "done": 0, "t0": 0.0, "sending": True}
+    state = {"sent": 0, "done": 0, "t0": 0.0, "p0": 0.0, "sending": True}
 
     def send() -> None:
         i = state["sent"] % len(rests)
@@ -114,6 +115,8 @@ def load(rests: list[int], piles: list[list[str]], args: argparse.Namespace) -> 
                 by_kind[kind][code] += 1
                 if code == "200":
                     latency[kind].append(ms)
+                if ms > args.slow_ms:
+                    slow.append((round(started - state["p0"], 3), kind, i, round(ms, 1)))
 
             return response.content().addCallback(read)
 
@@ -145,7 +148,7 @@ def load(rests: list[int], piles: list[list[str]], args: argparse.Namespace) -> 
     loop = task.LoopingCall(tick)
 
     def begin() -> None:
-        state["t0"] = time.monotonic()
+        state["t0"], state["p0"] = time.monotonic(), time.perf_counter()
         loop.start(0.005)
 
     reactor.callWhenRunning(begin)
@@ -158,12 +161,13 @@ def load(rests: list[int], piles: list[list[str]], args: argparse.Namespace) -> 
         "status": dict(status),
         "statusLocal": dict(by_kind["local"]),
         "statusRouted": dict(by_kind["routed"]),
+        "slow": slow,
     }
 
 
 def summarize(raw: dict[str, Any]) -> dict[str, Any]:
     """Counts and p50/p99 of local and routed commands, and routed minus local."""
-    out: dict[str, Any] = {k: raw[k] for k in ("sent", "finished", "seconds", "status")}
+    out: dict[str, Any] = {k: raw[k] for k in ("sent", "finished", "seconds", "status", "slow")}
     out["answered"] = raw["status"].get("200", 0)
     out["errors"] = {k: v for k, v in raw["status"].items() if k != "200"}
     out["allAnswered"] = out["answered"] == raw["sent"]
@@ -196,6 +200,7 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=10, help="seconds between the full registry and sending")
     p.add_argument("--wait", type=float, default=5, help="the ?wait= of each command (s)")
     p.add_argument("--connections", type=int, default=64, help="persistent HTTP connections per instance")
+    p.add_argument("--slow-ms", type=float, default=50, help="list commands slower than this in the JSON")
     p.add_argument("--cluster-ttl", type=float, default=15)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", default="")
