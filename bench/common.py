@@ -292,11 +292,14 @@ def start_reference(work: Path, reactor: str = "default") -> tuple[Proc, int, in
     return proc, tcp, stats
 
 
-def start_nats(work: Path) -> tuple[Proc, int, int]:
-    """A real nats-server on free ports; returns (proc, client port, monitoring port)."""
+def start_nats(work: Path, jetstream: bool = False) -> tuple[Proc, int, int]:
+    """A real nats-server on free ports (with JetStream stored under ``work`` if
+    ``jetstream``); returns (proc, client port, monitoring port)."""
     port, monitor = free_port(), free_port()
     binary = shutil.which("nats-server") or str(BIN / "nats-server")
     argv = [binary, "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor)]
+    if jetstream:
+        argv += ["-js", "-sd", str(work / "nats-js")]
     proc = Proc("nats-server", argv, work / "nats.out")
     wait_port(port)
     wait_port(monitor)
