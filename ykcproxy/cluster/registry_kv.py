@@ -138,6 +138,10 @@ class Directory:
         return out
 
 
+#: Seconds between two slices of the registry refresh (at most; shorter for short TTLs).
+REFRESH_TICK = 0.5
+
+
 class KvLink:
     """The bucket over NATS, on its own asyncio thread.
 
@@ -167,6 +171,12 @@ class KvLink:
         self._nc: Any = None
         self._refresh = LoopingCall(self.refresh)
         self._refresh.clock = reactor
+        #: The refresh is spread over the ``ttl / 3`` cycle: each tick rewrites one
+        #: slice of the entries, so that no tick floods the bucket (and the watches
+        #: of every instance) with all of them at once.
+        self.tick = min(REFRESH_TICK, ttl / 3)
+        self.slices = max(1, round(ttl / 3 / self.tick))
+        self._ticks = 0
         self.started: Deferred[None] = Deferred()
 
     # -- reactor thread ---------------------------------------------------------
@@ -185,12 +195,18 @@ class KvLink:
         self._submit(pile_key(pile_id), None)
 
     def refresh(self) -> None:
-        """Rewrite this instance's entries and heartbeat (they expire after the TTL otherwise)."""
+        """Rewrite one slice of this instance's entries; each cycle, the heartbeat too.
+
+        Every entry is rewritten once per ``ttl / 3`` (they expire after the TTL otherwise).
+        """
         mine = self.entries()
+        slice_, self._ticks = self._ticks % self.slices, self._ticks + 1
         for entry in mine:
-            self.put(entry)
-        beat = InstanceBeat(self.directory.me, len(mine), self.reactor.seconds())
-        self._submit(instance_key(self.directory.me), beat.encode())
+            if hash(entry.pile_id) % self.slices == slice_:
+                self.put(entry)
+        if slice_ == 0:
+            beat = InstanceBeat(self.directory.me, len(mine), self.reactor.seconds())
+            self._submit(instance_key(self.directory.me), beat.encode())
 
     def stop(self) -> None:
         """Stop refreshing and end the loop thread (the entries expire or are replaced)."""
@@ -234,7 +250,7 @@ class KvLink:
             self._loop.call_soon_threadsafe(self._write, key, value)
 
     def _ready(self) -> None:
-        self._refresh.start(self.ttl / 3, now=True)
+        self._refresh.start(self.tick, now=True)
         if not self.started.called:
             self.started.callback(None)
 
