@@ -88,9 +88,7 @@ def main() -> None:
         return
     print_machine()
     if args.tracker:
-        per = {}
-        for mode in TRACKER_MODES:
-            per[mode] = per_frame(mode, 0x13, args.rounds)
+        per = {mode: per_frame(mode, 0x13, args.rounds) for mode in TRACKER_MODES}
         print(
             f"0x13 of a charging order: without tracker {per['plain']:.0f}, with tracker {per['tracker']:.0f}"
             f" instructions per frame ({per['tracker'] / per['plain']:.2f}x)"
@@ -99,9 +97,7 @@ def main() -> None:
     if args.history:
         print(f"{'frame':8} {'off':>8} {'history':>8} {'ratio':>6}  (instructions per frame)")
         for code in codes:
-            per = {}
-            for mode in HISTORY_MODES:
-                per[mode] = per_frame(mode, code, args.rounds)
+            per = {mode: per_frame(mode, code, args.rounds) for mode in HISTORY_MODES}
             print(
                 f"0x{code:02x}     {per['proxy']:8.0f} {per['history']:8.0f}"
                 f" {per['history'] / per['proxy']:6.2f}x"
@@ -109,9 +105,7 @@ def main() -> None:
         return
     print(f"{'frame':8} {'framer':>8} {'proxy':>8} {'+forward':>9} {'framer/proxy':>13}  (per frame)")
     for code in codes:
-        per = {}
-        for mode in MODES:
-            per[mode] = per_frame(mode, code, args.rounds)
+        per = {mode: per_frame(mode, code, args.rounds) for mode in MODES}
         print(
             f"0x{code:02x}     {per['framer']:8.0f} {per['proxy']:8.0f} {per['forward']:9.0f}"
             f" {per['framer'] / per['proxy']:13.2f}"
