@@ -9,9 +9,13 @@ difference, so start-up and imports cancel out.
 
     python bench/instructions.py [--codes 03,13,3b] [--rounds 20]
     python bench/instructions.py --tracker [--rounds 20]
+    python bench/instructions.py --history [--codes 03,13] [--rounds 20]
 
 ``--tracker`` compares 0x13 frames of one charging order through the proxy
 without and with the session tracker (and its write-behind marking).
+``--history`` compares each code through the proxy without and with the
+console's frame history (``--frameHistory`` at its default), wired as the
+proxy wires it.
 
 Needs valgrind (Debian: ``apt-get install valgrind``); about a minute per code.
 """
@@ -28,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 MODES = ("framer", "proxy", "forward")
 TRACKER_MODES = ("plain", "tracker")
+#: Without and with the frame history.
+HISTORY_MODES = ("proxy", "history")
 
 
 def child(mode: str, code: int, rounds: int) -> None:
@@ -44,7 +50,7 @@ def child(mode: str, code: int, rounds: int) -> None:
     if mode == "framer":
         framer_rate(chunk, rounds)
     else:
-        proxy_rate(chunk, rounds, mode == "forward")
+        proxy_rate(chunk, rounds, mode == "forward", history=mode == "history")
 
 
 def count(mode: str, code: int, rounds: int) -> int:
@@ -58,16 +64,23 @@ def count(mode: str, code: int, rounds: int) -> int:
     return int(found.group(1))
 
 
+def per_frame(mode: str, code: int, rounds: int) -> float:
+    """Instructions per frame of one mode: ``1 + rounds`` rounds minus 1 round, divided."""
+    from bench.pipeline import PER_CHUNK
+
+    return (count(mode, code, 1 + rounds) - count(mode, code, 1)) / (rounds * PER_CHUNK)
+
+
 def main() -> None:
     """Print instructions per frame for each code: framer, proxy, proxy + forwarding."""
     from bench.common import print_machine
-    from bench.pipeline import PER_CHUNK
 
     p = argparse.ArgumentParser()
     p.add_argument("--codes", default="03,13,3b")
     p.add_argument("--rounds", type=int, default=20)
-    p.add_argument("--child", choices=MODES + TRACKER_MODES, default=None)
+    p.add_argument("--child", choices=(*MODES, *TRACKER_MODES, "history"), default=None)
     p.add_argument("--tracker", action="store_true", help="0x13 of a charging order: tracker off vs on")
+    p.add_argument("--history", action="store_true", help="each code: console frame history off vs on")
     args = p.parse_args()
     codes = [int(c, 16) for c in args.codes.split(",")]
     if args.child:
@@ -75,23 +88,24 @@ def main() -> None:
         return
     print_machine()
     if args.tracker:
-        per = {}
-        for mode in TRACKER_MODES:
-            per[mode] = (count(mode, 0x13, 1 + args.rounds) - count(mode, 0x13, 1)) / (
-                args.rounds * PER_CHUNK
-            )
+        per = {mode: per_frame(mode, 0x13, args.rounds) for mode in TRACKER_MODES}
         print(
             f"0x13 of a charging order: without tracker {per['plain']:.0f}, with tracker {per['tracker']:.0f}"
             f" instructions per frame ({per['tracker'] / per['plain']:.2f}x)"
         )
         return
+    if args.history:
+        print(f"{'frame':8} {'off':>8} {'history':>8} {'ratio':>6}  (instructions per frame)")
+        for code in codes:
+            per = {mode: per_frame(mode, code, args.rounds) for mode in HISTORY_MODES}
+            print(
+                f"0x{code:02x}     {per['proxy']:8.0f} {per['history']:8.0f}"
+                f" {per['history'] / per['proxy']:6.2f}x"
+            )
+        return
     print(f"{'frame':8} {'framer':>8} {'proxy':>8} {'+forward':>9} {'framer/proxy':>13}  (per frame)")
     for code in codes:
-        per = {}
-        for mode in MODES:
-            base = count(mode, code, 1)
-            more = count(mode, code, 1 + args.rounds)
-            per[mode] = (more - base) / (args.rounds * PER_CHUNK)
+        per = {mode: per_frame(mode, code, args.rounds) for mode in MODES}
         print(
             f"0x{code:02x}     {per['framer']:8.0f} {per['proxy']:8.0f} {per['forward']:9.0f}"
             f" {per['framer'] / per['proxy']:13.2f}"

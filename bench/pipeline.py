@@ -28,8 +28,10 @@ from zope.interface import implementer  # noqa: E402
 from bench.common import print_machine  # noqa: E402
 from ykcproxy.forward.base import IPublisher, Message  # noqa: E402
 from ykcproxy.forward.delivery import Delivery  # noqa: E402
-from ykcproxy.options import default_config
+from ykcproxy.options import default_config  # noqa: E402
+from ykcproxy.pile.observers import FrameObserver  # noqa: E402
 from ykcproxy.pile.server import PileServerFactory  # noqa: E402
+from ykcproxy.service import build_console  # noqa: E402
 from ykcproxy.sessions import SessionTracker  # noqa: E402
 from ykcproxy.sim.link import PileLink  # noqa: E402
 from ykcproxy.wire.examples import example  # noqa: E402
@@ -77,12 +79,21 @@ def charging_frames(count: int) -> bytes:
     return b"".join(link.frame(0x13, {**fields, "chargingDegrees": 1000 + i}) for i in range(count))
 
 
-def proxy_rate(chunk: bytes, rounds: int, forward: bool, tracker: bool = False) -> float:
-    """Frames/s through a logged-in pile connection (``tracker``: with a session tracker observing)."""
+def proxy_rate(
+    chunk: bytes, rounds: int, forward: bool, tracker: bool = False, history: bool = False
+) -> float:
+    """Frames/s through a logged-in pile connection.
+
+    ``tracker``: with a session tracker observing; ``history``: with the
+    console's frame history observing (``--frameHistory`` at its default),
+    built as the proxy builds it.
+    """
     clock = Clock()
     config = default_config(auto_verification=True, max_frame_rate=0)
     delivery = Delivery(Acknowledger(), clock) if forward else None
-    observers = [charging_tracker(clock)] if tracker else []
+    observers: list[FrameObserver] = [charging_tracker(clock)] if tracker else []
+    if history:
+        observers.append(build_console(config, clock).history)
     factory = PileServerFactory(config, clock, delivery, observers=observers)
     proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
     transport = StringTransport()

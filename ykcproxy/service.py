@@ -189,6 +189,7 @@ def build_console(config: ProxyConfig, reactor: Any) -> Console:
             hub.publish("frame", {"id": pile_id, **history.describe(entry)}, pile_id)
 
     history.on_entry = stream
+    history.watched = hub.watched
     return Console(history, hub)
 
 

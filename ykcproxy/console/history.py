@@ -9,7 +9,7 @@ it too, marked with what was wrong.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
@@ -48,6 +48,9 @@ class FrameHistory:
         self.codec = codec or Codec()
         self.offline_piles = offline_piles
         self.on_entry = on_entry
+        #: When set, ``on_entry`` is told only of the piles in it (those someone watches).
+        self.watched: Container[str] | None = None
+        self._seconds = clock.seconds
         self._piles: dict[str, deque[Entry]] = {}
         self._offline: OrderedDict[str, None] = OrderedDict()
 
@@ -71,14 +74,21 @@ class FrameHistory:
 
     def _add(self, pile_id: str, entry: Entry) -> None:
         self._ring(pile_id).append(entry)
-        if self.on_entry is not None:
+        if self.on_entry is not None and (self.watched is None or pile_id in self.watched):
             self.on_entry(pile_id, entry)
 
     def observe(
         self, pile_id: str, direction: Direction, ft: int, fields: dict[str, Any], raw: bytes
     ) -> None:
-        """A decoded frame: its bytes are kept."""
-        self._add(pile_id, (self.clock.seconds(), direction, raw, None))
+        """A decoded frame: its bytes are kept (on the hot path: one lookup, one append)."""
+        ring = self._piles.get(pile_id)
+        if ring is None or pile_id in self._offline:
+            ring = self._ring(pile_id)
+        entry = (self._seconds(), direction, raw, None)
+        ring.append(entry)
+        on_entry = self.on_entry
+        if on_entry is not None and (self.watched is None or pile_id in self.watched):
+            on_entry(pile_id, entry)
 
     def bad_input(self, pile_ids: list[str], kind: str, data: bytes, detail: str) -> None:
         """Bytes dropped from a link: kept in the history of each pile on it."""

@@ -12,8 +12,8 @@ class FrameObserver(Protocol):
     """Sees the decoded frames of the types it names, both ways, and piles going offline.
 
     Observers run on the pile side's hot path: ``observe`` must be quick, must
-    not keep ``fields`` beyond the call unless it copies them, and must not
-    raise.
+    not change ``fields`` nor keep them beyond the call unless it copies them
+    (every observer of a frame is given the same dict), and must not raise.
     """
 
     @property

@@ -441,8 +441,9 @@ class PileServerFactory(Factory):
         self.metrics.frame_out(_FT[code])
         observers = self._observe_down.get(code)
         if observers is not None:
+            as_dict = fields if type(fields) is dict else dict(fields)
             for observer in observers:
-                observer.observe(session.pile_id, "down", code, dict(fields), frame)
+                observer.observe(session.pile_id, "down", code, as_dict, frame)
         return frame
 
     def command(self, session: PileSession, code: int, fields: Mapping[str, Any]) -> tuple[int, bytes]:
