@@ -65,6 +65,22 @@ class Daemon(ProcessProtocol):
         self.transport.signalProcess(name)  # type: ignore[attr-defined]
 
 
+class ChildOutput(ProcessProtocol):
+    """A child process (the simulator...) whose output is kept; :attr:`ended` fires at its end."""
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.ended: Deferred[Any] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Any) -> None:
+        self.ended.callback(reason.value)
+
+
 def spawn(test: TestCase, argv: list[str], cwd: str | None = None) -> Daemon:
     """Run ``argv`` (killed at cleanup if still running)."""
     proc = Daemon()

@@ -12,29 +12,12 @@ from types import SimpleNamespace
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.protocol import ProcessProtocol
 from twisted.trial.unittest import TestCase
 
-from tests.daemon import command, reactor, spawn
+from tests.daemon import ChildOutput, command, reactor, spawn
 from tests.support import call, settle
 from tests.test_crash import connect
 from ykcproxy.wire.examples import example
-
-
-class Quiet(ProcessProtocol):
-    """A child process whose output is kept; :attr:`ended` fires at its end."""
-
-    def __init__(self) -> None:
-        self.output = b""
-        self.ended: Deferred[Any] = Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-
-    errReceived = outReceived
-
-    def processEnded(self, reason: Any) -> None:
-        self.ended.callback(reason.value)
 
 
 class FirstRun(TestCase):
@@ -55,7 +38,7 @@ class FirstRun(TestCase):
         self.assertIn(b"no consumer", proc.output.lower())  # the standalone warning
         proxy = SimpleNamespace(http_port=http_port)
 
-        sim = Quiet()
+        sim = ChildOutput()
         sim_argv = [command("ykcproxy-sim"), "--port", str(pile_port), "--piles", "3"]
         sim_argv += ["--ramp", "0", "--warmup", "0", "--duration", "120"]
         reactor.spawnProcess(sim, sim_argv[0], sim_argv, env=dict(os.environ))

@@ -6,11 +6,11 @@ import os
 import sys
 from typing import Any
 
-from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
+from tests.daemon import ChildOutput
 from tests.support import reactor, rest, start_proxy, until
 from ykcproxy.sessions import SessionTracker
 from ykcproxy.sim.pile import SimPile
@@ -80,7 +80,7 @@ class MisbehavingSimAgainstTheProxy(TestCase):
     @inlineCallbacks
     def test_misbehave_4_shows_in_get_sessions(self) -> None:
         proxy = start_proxy(self, auto_verification=True, auto_billing_model_verify=True)
-        sim = Sim()
+        sim = ChildOutput()
         args = [sys.executable, "-m", "ykcproxy.sim.cli", "--port", str(proxy.tcp_port), "--piles", "1"]
         args += ["--ramp", "0", "--warmup", "0", "--duration", "120", "--misbehave", "4", "--charging", "0"]
         transport = reactor.spawnProcess(sim, sys.executable, args, env=os.environ.copy())
@@ -107,17 +107,3 @@ class MisbehavingSimAgainstTheProxy(TestCase):
         code, listed = yield rest(proxy, "GET", "/sessions?anomaly=4")
         self.assertEqual([s["tradeSeq"] for s in listed["sessions"]], [trade])
         self.assertEqual([a["kind"] for a in listed["sessions"][0]["anomalies"]], ["idle-while-charging"])
-
-
-class Sim(ProcessProtocol):
-    """``ykcproxy-sim`` as a child process."""
-
-    def __init__(self) -> None:
-        self.err = b""
-        self.ended: Deferred[Any] = Deferred()
-
-    def errReceived(self, data: bytes) -> None:
-        self.err += data
-
-    def processEnded(self, reason: Any) -> None:
-        self.ended.callback(None)
