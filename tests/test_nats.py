@@ -12,7 +12,7 @@ from twisted.protocols import portforward
 from twisted.trial.unittest import TestCase
 
 from tests.nats_server import NatsServer, connect_client, timeout_deferred
-from tests.support import until
+from tests.support import settle, until
 from ykcproxy.forward.base import IPublisher, Message, PublishError
 from ykcproxy.forward.nats import NatsConnectError, NatsPublisher, _GroupOutcome
 
@@ -514,6 +514,7 @@ class JetStreamAvailability(NatsCase):
         client.transport.loseConnection()
         yield pub.publish(message(3))
         self.assertEqual((pub.health()["ok"], pub.health()["failingInARow"]), (True, 0))
+        yield settle(0.05)  # a hand-over the NATS thread scheduled after the ack runs before the test ends
 
     def test_plain_mode_has_no_jetstream_state(self) -> None:
         pub = NatsPublisher(["127.0.0.1:1"], reactor=reactor)
