@@ -7,7 +7,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
-from tests.test_sessions import PILE, T0, Harness, trade
+from tests.test_sessions import MODEL, PILE, T0, Harness, trade
 from ykcproxy.sessions.persist import SessionWriter, restore_into
 from ykcproxy.sessions.store import SessionStore
 from ykcproxy.sessions.tracker import SessionTracker
@@ -53,6 +53,38 @@ class StoreTests(TestCase):
         again.confirm(ts)
         self.assertEqual(again.state(ts), "settled")
         self.assertNotIn("unseen-start", again.kinds(ts))
+
+    @inlineCallbacks
+    def test_billing_model_survives_a_restart(self) -> None:
+        directory = self.mktemp()
+        h = Harness()
+        store, writer = self.writing(h, directory)
+        h.down(0x58, **MODEL)
+        h.up(0x57, result=1)
+        yield writer.flush()
+        yield store.close()
+        again = Harness()
+        reopened = self.store(directory)
+        restore_into(again.tracker, reopened.open())
+        again.tracker.restore_models(reopened.billing_models())
+        self.assertEqual(again.tracker.billing_model(PILE), MODEL)
+        ts = trade(3)
+        again.charge(ts)
+        again.record(ts, peakUnitPrice=1, peakElectricCharge=100)
+        self.assertEqual(again.kinds(ts), ["tariff-mismatch"], "rule 8 checked against the stored model")
+
+    @inlineCallbacks
+    def test_model_change_alone_is_written_soon(self) -> None:
+        directory = self.mktemp()
+        h = Harness()
+        store, writer = self.writing(h, directory)
+        h.down(0x0A, **MODEL)
+        h.clock.advance(writer.soon)
+        self.assertEqual(writer.flushes, 1)
+        yield store.close()
+        reopened = self.store(directory)
+        reopened.open()
+        self.assertEqual(reopened.billing_models(), {PILE: MODEL})
 
     @inlineCallbacks
     def test_overdue_timer_runs_its_full_length_again(self) -> None:

@@ -37,6 +37,7 @@ class SessionWriter:
         self.clock = clock
         self.soon = soon
         self._dirty: set[Session] = set()
+        self._models: dict[str, dict[str, Any]] = {}
         self._call: IDelayedCall | None = None
         #: Batches written so far.
         self.flushes = 0
@@ -45,6 +46,12 @@ class SessionWriter:
         """Have the tracker mark its changed orders for this writer."""
         self.tracker.dirty = self._dirty
         self.tracker.on_change = self._changed
+        self.tracker.on_model = self._model_changed
+
+    def _model_changed(self, pile_id: str, model: dict[str, Any]) -> None:
+        self._models[pile_id] = model
+        if self._call is None:
+            self._call = self.clock.callLater(self.soon, self.flush)
 
     def _changed(self, order: Session) -> None:
         self._dirty.add(order)
@@ -57,16 +64,17 @@ class SessionWriter:
             if self._call.active():
                 self._call.cancel()
             self._call = None
-        if not self._dirty:
+        if not self._dirty and not self._models:
             return succeed(None)
         tracker = self.tracker
         batch = [
             snapshot.take(o, tracker.is_live(o), tracker.is_current(o), tracker.timer_deadlines(o))
             for o in self._dirty
         ]
+        models, self._models = self._models, {}
         self._dirty.clear()
         self.flushes += 1
-        return self.store.write(batch)
+        return self.store.write(batch, models)
 
 
 def restore_into(tracker: SessionTracker, documents: list[dict[str, Any]]) -> int:
@@ -92,7 +100,14 @@ class SessionStoreService(MultiService):
 
     def startService(self) -> None:
         loaded = restore_into(self.tracker, self.store.open())
-        log.info("sessions kept in {path}; {n} open orders loaded", path=self.store.path, n=loaded)
+        models = self.store.billing_models()
+        self.tracker.restore_models(models)
+        log.info(
+            "sessions kept in {path}; {n} open orders and {models} billing models loaded",
+            path=self.store.path,
+            n=loaded,
+            models=len(models),
+        )
         self.writer.attach()
         super().startService()
 

@@ -40,7 +40,14 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 CREATE INDEX IF NOT EXISTS sessions_started ON sessions (started_at);
 CREATE INDEX IF NOT EXISTS sessions_live ON sessions (live, updated_at);
+CREATE TABLE IF NOT EXISTS billing_models (
+    pile_id TEXT PRIMARY KEY,
+    updated_at INTEGER NOT NULL,
+    model TEXT NOT NULL
+);
 """
+
+UPSERT_MODEL = "INSERT OR REPLACE INTO billing_models (pile_id, updated_at, model) VALUES (?, ?, ?)"
 
 UPSERT = (
     "INSERT OR REPLACE INTO sessions (trade_seq, pile_id, gun_id, state, started_at, ended_at, "
@@ -49,7 +56,11 @@ UPSERT = (
 
 
 class SessionStore:
-    """The orders on disk; ``retention`` seconds after an order is retired it is purged."""
+    """The orders on disk; ``retention`` seconds after an order is retired it is purged.
+
+    Beside the orders, the billing model each pile last agreed to (rule 8 checks
+    records against it), one row per pile, kept until the pile's next model.
+    """
 
     def __init__(
         self, directory: str, reactor: Any, retention: float = 7 * 86400.0, clock: IReactorTime | None = None
@@ -75,12 +86,24 @@ class SessionStore:
         self._pool = pool
         return [json.loads(document) for (document,) in rows]
 
+    def billing_models(self) -> dict[str, dict[str, Any]]:
+        """Pile → its last billing model, read synchronously (at start, right after :meth:`open`)."""
+        assert self._db is not None, "the session store is not open"
+        rows = self._db.execute("SELECT pile_id, model FROM billing_models").fetchall()
+        return {pile_id: json.loads(model) for pile_id, model in rows}
+
     def _run(self, fn: Any, *args: Any) -> Deferred[Any]:
         assert self._pool is not None, "the session store is not open"
         return deferToThreadPool(self._reactor, self._pool, fn, *args)
 
-    def write(self, snapshots: list[Snapshot]) -> Deferred[None]:
-        """Write the snapshots in one transaction (JSON is encoded in the worker thread)."""
+    def write(
+        self, snapshots: list[Snapshot], models: dict[str, dict[str, Any]] | None = None
+    ) -> Deferred[None]:
+        """Write the snapshots and billing models (pile → model) in one transaction.
+
+        JSON is encoded in the worker thread.
+        """
+        now = int(self._clock.seconds() * 1000)
 
         def write() -> None:
             db = self._db
@@ -101,9 +124,14 @@ class SessionStore:
                 )
                 for s in snapshots
             ]
+            model_rows = [
+                (pile_id, now, json.dumps(model, separators=(",", ":")))
+                for pile_id, model in (models or {}).items()
+            ]
             with db:
                 db.execute("BEGIN")
                 db.executemany(UPSERT, rows)
+                db.executemany(UPSERT_MODEL, model_rows)
 
         return self._run(write)
 

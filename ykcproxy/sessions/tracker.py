@@ -256,6 +256,8 @@ class SessionTracker:
         self.dirty: set[Session] | None = None
         #: Set by a session store: called on every state change or anomaly (flush soon).
         self.on_change: Callable[[Session], None] | None = None
+        #: Set by a session store: called with (pile, model) when a pile's billing model changes.
+        self.on_model: Callable[[str, dict[str, Any]], None] | None = None
         #: Timer name → what it does when it fires (for re-arming restored timers).
         self._timer_actions: dict[str, Callable[[Session], None]] = {
             "start": self._start_timeout,
@@ -404,6 +406,11 @@ class SessionTracker:
     def billing_model(self, pile_id: str) -> Mapping[str, Any] | None:
         """The billing model rule 8 checks the pile's records against, if known."""
         return self._models.get(pile_id)
+
+    def restore_models(self, models: Mapping[str, dict[str, Any]]) -> None:
+        """Load billing models known before a restart (a model seen since is newer and stays)."""
+        for pile_id, model in models.items():
+            self._models.setdefault(pile_id, model)
 
     # -- starts -----------------------------------------------------------------------
     def _remote_start(self, pile_id: str, f: dict[str, Any]) -> None:
@@ -744,10 +751,15 @@ class SessionTracker:
     def _model_ack(self, pile_id: str, f: dict[str, Any]) -> None:
         model = self._pending_models.pop(pile_id, None)
         if model is not None and f["result"] == 1:
-            self._models[pile_id] = model
+            self._set_model(pile_id, model)
 
     def _model_reply(self, pile_id: str, f: dict[str, Any]) -> None:
-        self._models[pile_id] = dict(f)
+        self._set_model(pile_id, dict(f))
+
+    def _set_model(self, pile_id: str, model: dict[str, Any]) -> None:
+        self._models[pile_id] = model
+        if self.on_model is not None:
+            self.on_model(pile_id, model)
 
     # -- orders -------------------------------------------------------------------------
     def _ms(self) -> int:
