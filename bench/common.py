@@ -215,14 +215,19 @@ def start_proxy(
     reactor: str = "default",
     name: str = "proxy",
     profile: str = "",
+    without: Sequence[str] = (),
 ) -> tuple[Proc, int, int]:
-    """``twistd -n ykcproxy`` as its own process on free ports; returns (proc, pile port, REST port)."""
+    """``twistd -n ykcproxy`` as its own process on free ports; returns (proc, pile port, REST port).
+
+    ``without``: parts of the proxy made to observe no frame (see ``run_proxy.py``).
+    """
     tcp, http = free_port(), free_port()
     argv = [
         PYTHON,
         str(ROOT / "bench" / "run_proxy.py"),
         "--reactor",
         reactor,
+        *(["--without", ",".join(without)] if without else []),
         "--",
         "-n",
         "--pidfile=",

@@ -7,7 +7,12 @@ loops (a real :class:`PileProtocol` on a ``StringTransport``, and the bare
 with 1 and with ``1 + rounds`` rounds of 100 frames, and divides the
 difference, so start-up and imports cancel out.
 
-    python bench/instructions.py [--codes 03,13,3b] [--rounds 20]
+Python's string hashing is seeded at random in each process, and the seed
+moves the count by a few percent (dict and set probes); each child runs with a
+fixed ``PYTHONHASHSEED``, so the same code counts the same.  ``--seeds 0,1,2``
+counts under several seeds and gives the median of each mode.
+
+    python bench/instructions.py [--codes 03,13,3b] [--rounds 20] [--seeds 0]
     python bench/instructions.py --tracker [--rounds 20]
     python bench/instructions.py --history [--codes 03,13] [--rounds 20]
 
@@ -23,7 +28,9 @@ Needs valgrind (Debian: ``apt-get install valgrind``); about a minute per code.
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -53,11 +60,16 @@ def child(mode: str, code: int, rounds: int) -> None:
         proxy_rate(chunk, rounds, mode == "forward", history=mode == "history")
 
 
-def count(mode: str, code: int, rounds: int) -> int:
-    """Instructions valgrind counted for one child run."""
+#: The hash seeds each mode is counted under (``--seeds``).
+SEEDS = ["0"]
+
+
+def count(mode: str, code: int, rounds: int, seed: str) -> int:
+    """Instructions valgrind counted for one child run under the hash seed ``seed``."""
     argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
     argv += [sys.executable, __file__, "--child", mode, "--codes", f"{code:02x}", "--rounds", str(rounds)]
-    done = subprocess.run(argv, capture_output=True, text=True, check=True)
+    env = {**os.environ, "PYTHONHASHSEED": seed}
+    done = subprocess.run(argv, capture_output=True, text=True, check=True, env=env)
     found = re.search(r"Collected : (\d+)", done.stderr)
     if found is None:
         raise RuntimeError(f"no instruction count in valgrind's output: {done.stderr[-500:]}")
@@ -65,10 +77,13 @@ def count(mode: str, code: int, rounds: int) -> int:
 
 
 def per_frame(mode: str, code: int, rounds: int) -> float:
-    """Instructions per frame of one mode: ``1 + rounds`` rounds minus 1 round, divided."""
+    """Instructions per frame of one mode: ``1 + rounds`` rounds minus 1 round, divided (median of seeds)."""
     from bench.pipeline import PER_CHUNK
 
-    return (count(mode, code, 1 + rounds) - count(mode, code, 1)) / (rounds * PER_CHUNK)
+    return statistics.median(
+        (count(mode, code, 1 + rounds, seed) - count(mode, code, 1, seed)) / (rounds * PER_CHUNK)
+        for seed in SEEDS
+    )
 
 
 def main() -> None:
@@ -78,11 +93,13 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--codes", default="03,13,3b")
     p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--seeds", default="0", help="PYTHONHASHSEED values to count under (median)")
     p.add_argument("--child", choices=(*MODES, *TRACKER_MODES, "history"), default=None)
     p.add_argument("--tracker", action="store_true", help="0x13 of a charging order: tracker off vs on")
     p.add_argument("--history", action="store_true", help="each code: console frame history off vs on")
     args = p.parse_args()
     codes = [int(c, 16) for c in args.codes.split(",")]
+    SEEDS[:] = args.seeds.split(",")
     if args.child:
         child(args.child, codes[0], args.rounds)
         return

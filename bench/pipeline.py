@@ -92,9 +92,11 @@ def proxy_rate(
     config = default_config(auto_verification=True, max_frame_rate=0)
     delivery = Delivery(Acknowledger(), clock) if forward else None
     observers: list[FrameObserver] = [charging_tracker(clock)] if tracker else []
+    recorder = None
     if history:
-        observers.append(build_console(config, clock).history)
-    factory = PileServerFactory(config, clock, delivery, observers=observers)
+        recorder = build_console(config, clock).history
+        observers.append(recorder)
+    factory = PileServerFactory(config, clock, delivery, observers=observers, recorder=recorder)
     proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
     transport = StringTransport()
     proto.makeConnection(transport)

@@ -1,20 +1,29 @@
 """Steady state: N simulated piles (half charging) against one proxy process, vs the reference.
 
 For each target (the bare-framing reference, the proxy with no consumer,
-the proxy publishing to a real nats-server) the simulator (its own process)
+the proxy publishing to a real nats-server, and the proxy without one of its
+parts or with a console watching a pile) the simulator (its own process)
 ramps N piles up, waits ``--warmup`` seconds, then measures a window of
 ``--duration`` seconds: heartbeat round trips (p50/p99 of the simulator's
 0x03→0x04), the target's CPU share of one core and its RSS (from /proc).
 
     python bench/steady.py [--piles 10000] [--duration 40] [--targets reference,none,nats]
                            [--reactors default,uvloop] [--json out.json]
+
+Targets: ``reference`` (bare framing), ``none`` (the proxy with no consumer;
+session tracker and frame history on, as by default), ``none-no-tracker``
+(the tracker reading no frame), ``none-no-history`` (``--frameHistory 0``),
+``none-watched`` (a console's event stream open on the first pile during the
+run, as a browser showing its frames), ``nats``, ``nats-mem``.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +43,62 @@ from bench.common import (  # noqa: E402
     workdir,
 )
 
+#: The proxy with no consumer: target → (extra options, parts observing no frame).
+PLAIN_TARGETS: dict[str, tuple[list[str], list[str]]] = {
+    "none": ([], []),
+    "none-no-tracker": ([], ["tracker"]),
+    "none-no-history": (["--frameHistory", "0"], []),
+    "none-watched": ([], []),
+}
+
+
+class EventWatcher(threading.Thread):
+    """A console's event stream on one pile (``GET /events?pile=``), read and counted in a thread."""
+
+    def __init__(self, rest_port: int, pile_id: str) -> None:
+        super().__init__(daemon=True)
+        self.connection = http.client.HTTPConnection("127.0.0.1", rest_port, timeout=120)
+        self.pile_id = pile_id
+        self.frames = 0
+        self.events = 0
+
+    def run(self) -> None:
+        self.connection.request("GET", f"/events?pile={self.pile_id}")
+        response = self.connection.getresponse()
+        try:
+            for line in response:
+                if line.startswith(b"event:"):
+                    self.events += 1
+                    self.frames += line.strip() == b"event: frame"
+        except (OSError, ValueError, http.client.HTTPException):
+            return  # closed at the end of the run
+
+    def stop(self) -> None:
+        """Close the stream."""
+        sock = self.connection.sock
+        if sock is not None:
+            sock.close()
+
 
 def run_target(target: str, reactor: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """One run of the simulator against ``target``; returns its figures."""
     extra: list[Proc] = []
     monitor = 0
+    watcher: EventWatcher | None = None
     if target == "reference":
         proc, port, _ = start_reference(work, reactor)
-    elif target == "none":
-        proc, port, _ = start_proxy(
-            work, ["--messagingServerType", "none"], reactor, name=f"proxy-none-{reactor}"
+    elif target in PLAIN_TARGETS:
+        options, without = PLAIN_TARGETS[target]
+        proc, port, rest = start_proxy(
+            work,
+            ["--messagingServerType", "none", *options],
+            reactor,
+            name=f"proxy-{target}-{reactor}",
+            without=without,
         )
+        if target == "none-watched":
+            watcher = EventWatcher(rest, str(args.id_base))
+            watcher.start()
     elif target in ("nats", "nats-mem"):
         proc, port, _, nats, monitor = start_nats_proxy(
             work, target, reactor, f"proxy-{target}-{reactor}", args.profile
@@ -53,7 +107,8 @@ def run_target(target: str, reactor: str, args: argparse.Namespace, work: Path) 
     else:
         raise ValueError(target)
     sim_options = [
-        "--piles", str(args.piles), "--charging", "0.5", "--ramp", str(args.ramp),
+        "--id-base", str(args.id_base), "--piles", str(args.piles), "--charging", "0.5",
+        "--ramp", str(args.ramp),
         "--warmup", str(args.warmup), "--duration", str(args.duration), "--ramp-timeout", "60",
         "--reply-timeout", "10",
     ]  # fmt: skip
@@ -81,6 +136,9 @@ def run_target(target: str, reactor: str, args: argparse.Namespace, work: Path) 
                 if monitor:
                     out["natsMessagesPerSecond"] = round((nats_in_msgs(monitor) - n0) / cpu_window(cpu), 1)
     finally:
+        if watcher is not None:
+            out["watchedEvents"], out["watchedFrames"] = watcher.events, watcher.frames
+            watcher.stop()
         sim.proc.stop()
         proc.stop()
         for p in extra:
@@ -109,6 +167,7 @@ def main() -> None:
     """Run every target and print the table."""
     p = argparse.ArgumentParser()
     p.add_argument("--piles", type=int, default=10000)
+    p.add_argument("--id-base", type=int, default=32010200000001, help="the simulator's first pile id")
     p.add_argument("--ramp", type=float, default=1000)
     p.add_argument("--warmup", type=float, default=5)
     p.add_argument("--duration", type=float, default=40)
@@ -135,7 +194,7 @@ def main() -> None:
     ref = next((r for r in results if r["target"] == "reference"), None)
     print()
     print(
-        f"{'target':<10} {'reactor':<8} {'login s':>8} {'hb p50':>8} {'hb p99':>8} {'p99/ref':>8} "
+        f"{'target':<16} {'reactor':<8} {'login s':>8} {'hb p50':>8} {'hb p99':>8} {'p99/ref':>8} "
         f"{'CPU':>6} {'RSS MiB':>8} {'lost':>5}"
     )
     for r in results:
@@ -147,7 +206,7 @@ def main() -> None:
         r["p99VsReference"] = rel
         nan = float("nan")
         print(
-            f"{r['target']:<10} {r['reactor']:<8} {r.get('allLoggedInSeconds') or nan:>8.2f} "
+            f"{r['target']:<16} {r['reactor']:<8} {r.get('allLoggedInSeconds') or nan:>8.2f} "
             f"{r['heartbeatP50'] or nan:>8.2f} {r['heartbeatP99'] or nan:>8.2f} {rel:>8.2f} "
             f"{100 * r.get('cpu', 0):>5.1f}% {r.get('rssMiB', 0):>8.1f} {r['lost']:>5}"
         )

@@ -18,12 +18,11 @@ from tests.support import answer_of, request_parts
 from ykcproxy.api.app import ControlApi
 from ykcproxy.api.outbox_handlers import OutboxHandlers
 from ykcproxy.api.session_handlers import SessionHandlers
-from ykcproxy.console.events import EventHub
 from ykcproxy.console.handlers import ConsoleHandlers
-from ykcproxy.console.history import FrameHistory
 from ykcproxy.metrics import Metrics
 from ykcproxy.options import default_config
 from ykcproxy.pile.server import PileServerFactory
+from ykcproxy.service import build_console
 from ykcproxy.sessions import SessionTracker
 from ykcproxy.wire.codec import Codec, encode_frame
 from ykcproxy.wire.crc import CrcOrder
@@ -66,8 +65,8 @@ class StubApi:
         self.config = default_config(**{"auto_verification": True, **settings})
         self.metrics = Metrics()
         self.sessions = SessionTracker(self.clock, lambda body, key: None)
-        self.hub = EventHub(self.clock)
-        self.history = FrameHistory(self.clock, self.config.frame_history)
+        console = build_console(self.config, self.clock)
+        self.hub, self.history = console.hub, console.history
         self.piles = PileServerFactory(
             self.config,
             self.clock,
@@ -75,6 +74,7 @@ class StubApi:
             self.metrics,
             observers=[self.sessions, self.history],
             on_event=self.hub.publish,
+            recorder=self.history if self.config.frame_history else None,
         )
         handlers = [
             *handlers,

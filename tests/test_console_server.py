@@ -91,6 +91,54 @@ class History(TestCase):
         self.assertNotIn("a", history)
         self.assertIn("b", history)
 
+    def test_logins_never_accepted_are_bounded(self) -> None:
+        history = FrameHistory(Clock(), 4, offline_piles=2)
+        history.observe("online", "up", 1, {}, b"\x68")
+        history.observe("online", "down", 2, {}, b"\x68")
+        history.observe("online", "up", 3, {}, b"\x68")
+        for i in range(5):  # logins with made-up ids, each answered "refused"
+            history.observe(f"made-up-{i}", "up", 1, {}, b"\x68")
+            history.observe(f"made-up-{i}", "down", 2, {}, b"\x68")
+        self.assertEqual(
+            [p for p in ("made-up-0", "made-up-3", "made-up-4") if p in history], ["made-up-3", "made-up-4"]
+        )
+        self.assertIn("online", history, "an online pile is never dropped for parked ones")
+        self.assertEqual(len(history.frames("online")), 3)
+
+    def test_back_online_after_a_new_login(self) -> None:
+        history = FrameHistory(Clock(), 10, offline_piles=1)
+        history.observe("a", "up", 1, {}, b"\x01")
+        history.observe("a", "up", 3, {}, b"\x03")
+        history.pile_offline("a")
+        history.observe("a", "up", 1, {}, b"\x01")  # logs in again
+        history.observe("a", "down", 2, {}, b"\x02")
+        history.observe("a", "up", 3, {}, b"\x03")  # accepted: online again
+        history.observe("b", "up", 1, {}, b"\x01")
+        history.pile_offline("b")
+        history.observe("c", "up", 1, {}, b"\x01")  # parks c, dropping b
+        self.assertNotIn("b", history)
+        self.assertEqual([f["raw"] for f in history.frames("a")], ["01", "03", "01", "02", "03"])
+
+    def test_only_watched_piles_stream_while_watched(self) -> None:
+        stub = StubApi(frame_history=5)
+        watched, other = stub.pile(PILE), stub.pile("32010200000002")
+        request = StreamRequest([b"events"])
+        stub.hub.subscribe(request, PILE, {})
+        (client,) = stub.hub.clients
+
+        def streamed() -> list[tuple[str, str]]:
+            events = [json.loads(w.split(b"data: ")[1]) for w in request.written if b"event: frame" in w]
+            return [(e["id"], e["code"]) for e in events]
+
+        watched.send(0x03)
+        other.send(0x03)
+        self.assertEqual(streamed(), [(PILE, "03"), (PILE, "04")])
+        client.close()
+        watched.send(0x03)
+        self.assertEqual(len(streamed()), 2, "nothing streamed once nobody watches")
+        got = answer(self, stub, "GET", f"/piles/{PILE}/frames").body["frames"]
+        self.assertEqual([f["code"] for f in got], ["02", "03", "04", "03", "04"], "every frame still kept")
+
     def test_spans_of_a_list(self) -> None:
         spans = [s.field for s in field_spans(0x46, 6 + 7 + 1 + 8 * 2 + 2)]
         self.assertIn("cards[1]", " ".join(spans))

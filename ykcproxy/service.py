@@ -33,7 +33,7 @@ from ykcproxy.listeners import Listener
 from ykcproxy.metrics import Metrics
 from ykcproxy.operations import OperationsService, stop_within
 from ykcproxy.options import Options
-from ykcproxy.pile.observers import FrameObserver
+from ykcproxy.pile.observers import FrameObserver, FrameRecorder
 from ykcproxy.pile.server import PileServerFactory
 from ykcproxy.sessions import SessionTracker
 from ykcproxy.sessions.persist import SessionStoreService
@@ -181,15 +181,12 @@ class Console:
 
 def build_console(config: ProxyConfig, reactor: Any) -> Console:
     """The frame history (``--frameHistory``) and the event hub; watched piles' frames are streamed."""
-    hub = EventHub(reactor)
-    history = FrameHistory(reactor, config.frame_history, Codec(ctx=Context(tz=config.tz)))
 
     def stream(pile_id: str, entry: Entry) -> None:
-        if pile_id in hub.watched:
-            hub.publish("frame", {"id": pile_id, **history.describe(entry)}, pile_id)
+        hub.publish("frame", {"id": pile_id, **history.describe(entry)}, pile_id)
 
-    history.on_entry = stream
-    history.watched = hub.watched
+    history = FrameHistory(reactor, config.frame_history, Codec(ctx=Context(tz=config.tz)), on_entry=stream)
+    hub = EventHub(reactor, on_watch=history.watch)
     return Console(history, hub)
 
 
@@ -225,6 +222,7 @@ def build_pile_side(
     observers: Sequence[FrameObserver] = (),
     on_event: Callable[[str, dict[str, Any]], None] | None = None,
     records: RecordStore | None = None,
+    recorder: FrameRecorder | None = None,
 ) -> tuple[PileServerFactory, PileListener]:
     """The pile protocol factory and the listener of the pile port."""
     codec = Codec(ctx=Context(tz=config.tz))
@@ -238,6 +236,7 @@ def build_pile_side(
         envelope=envelope,
         on_event=on_event,
         records=records,
+        recorder=recorder,
     )
     option = "pileEndpoint" if config.pile_endpoint else "tcpPort"
     listener = PileListener("pile port", option, config.pile_endpoint_description, piles, reactor)
@@ -393,6 +392,7 @@ class ProxyService(MultiService):
             observers=[self.sessions, self.console.history],
             on_event=self.console.hub.publish,
             records=record_store,
+            recorder=self.console.history if config.frame_history else None,
         )
         self.pile_listener.setServiceParent(self)
         self.cluster: Any = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -83,14 +84,24 @@ class EventClient:
 
 
 class EventHub:
-    """Fans events out to the connected console clients."""
+    """Fans events out to the connected console clients.
+
+    ``on_watch(pile, watching)`` is told when a pile gets its first watching
+    client (``True``) and when its last one leaves (``False``).
+    """
 
     #: Seconds between keep-alive comments (proxies close idle streams).
     KEEPALIVE = 15.0
 
-    def __init__(self, clock: IReactorTime, max_queue: int = 1000) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        max_queue: int = 1000,
+        on_watch: Callable[[str, bool], None] | None = None,
+    ) -> None:
         self.clock = clock
         self.max_queue = max_queue
+        self.on_watch = on_watch
         self.clients: set[EventClient] = set()
         #: Piles someone watches, with how many clients watch each.
         self.watched: dict[str, int] = {}
@@ -107,6 +118,8 @@ class EventHub:
         self.clients.add(client)
         if pile is not None:
             self.watched[pile] = self.watched.get(pile, 0) + 1
+            if self.watched[pile] == 1 and self.on_watch is not None:
+                self.on_watch(pile, True)
         client.send(encode_event("hello", hello))
         if self._keepalive is None:
             self._keepalive = self.clock.callLater(self.KEEPALIVE, self._ping)
@@ -128,8 +141,8 @@ class EventHub:
             left = self.watched.get(client.pile, 0) - 1
             if left > 0:
                 self.watched[client.pile] = left
-            else:
-                self.watched.pop(client.pile, None)
+            elif self.watched.pop(client.pile, None) is not None and self.on_watch is not None:
+                self.on_watch(client.pile, False)
         if not self.clients and self._keepalive is not None and self._keepalive.active():
             self._keepalive.cancel()
             self._keepalive = None

@@ -1,38 +1,69 @@
 """The last frames of every pile, both ways, raw bytes kept and decoded when asked.
 
-A :class:`FrameHistory` is a frame observer of the pile side: each frame
-costs one tuple in a bounded deque.  ``GET /piles/<id>/frames`` and the
-console's frame view read it; frames the framer or the policy dropped are in
-it too, marked with what was wrong.
+A :class:`FrameHistory` keeps one bounded ring of entries per pile.  The pile
+side appends each frame of a logged-in pile to the ring its session holds
+(one tuple, one append: no call into the history on the hot path); frames the
+framer or the policy dropped come through the observer interface and are in it
+too, marked with what was wrong.  ``GET /piles/<id>/frames`` and the console's
+frame view read the rings; the ring of a pile someone watches also streams
+each entry to the console.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Callable, Container
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
 from ykcproxy.console.spans import field_spans
-from ykcproxy.pile.observers import Direction
+from ykcproxy.pile.observers import Direction, FrameEntry
 from ykcproxy.wire.codec import Codec
 from ykcproxy.wire.framer import Framer, RawFrame
 
-#: Every frame type (the history keeps them all).
-_ALL = frozenset(range(256))
-
 #: One entry: (unix seconds, direction, raw bytes, error or None).
-Entry = tuple[float, str, bytes, str | None]
+Entry = FrameEntry
+
+
+class Ring(deque[Entry]):
+    """The last frames of one pile; the pile side appends to it directly."""
+
+    __slots__ = ("pile_id", "history")
+
+    def __init__(self, pile_id: str, history: FrameHistory) -> None:
+        super().__init__(maxlen=history.capacity)
+        self.pile_id = pile_id
+        self.history = history
+
+
+class StreamedRing(Ring):
+    """The ring of a watched pile: what is appended is also streamed.
+
+    A ring becomes one (and back) by changing its class, so that the session
+    holding it needs not be found and told.
+    """
+
+    __slots__ = ()
+
+    def append(self, entry: Entry) -> None:
+        """Keep ``entry`` and hand it to the history's ``on_entry``."""
+        deque.append(self, entry)
+        on_entry = self.history.on_entry
+        if on_entry is not None:
+            on_entry(self.pile_id, entry)
 
 
 class FrameHistory:
-    """Ring buffers of the last ``capacity`` frames of each pile.
+    """Ring buffers of the last ``capacity`` frames of each pile (a frame recorder and observer).
 
-    Histories of piles that went offline are kept (the console shows what a
-    pile sent before it left) for at most ``offline_piles`` piles, oldest
-    dropped first.  ``on_entry(pile_id, entry)`` is told of each new entry
-    (the event stream uses it for the piles someone watches).
+    The rings of online piles are in ``_piles``.  A pile that is not online
+    (it went offline, or it only sent a login that was not, or not yet,
+    accepted) has its ring parked: the console still shows what it sent, but
+    at most ``offline_piles`` parked rings are kept, oldest dropped first, so
+    logins with made-up ids cannot fill the memory.  ``on_entry(pile_id,
+    entry)`` is told of each new entry of the piles being watched
+    (:meth:`watch`).
     """
 
     def __init__(
@@ -48,47 +79,85 @@ class FrameHistory:
         self.codec = codec or Codec()
         self.offline_piles = offline_piles
         self.on_entry = on_entry
-        #: When set, ``on_entry`` is told only of the piles in it (those someone watches).
-        self.watched: Container[str] | None = None
-        self._seconds = clock.seconds
-        self._piles: dict[str, deque[Entry]] = {}
-        self._offline: OrderedDict[str, None] = OrderedDict()
+        self._piles: dict[str, Ring] = {}
+        self._parked: OrderedDict[str, Ring] = OrderedDict()
+        self._watched: set[str] = set()
 
     @property
     def up_types(self) -> frozenset[int]:
-        """Every pile→platform frame type."""
-        return _ALL if self.capacity else frozenset()
+        """None: the pile side appends frames to the rings its sessions hold."""
+        return frozenset()
 
     @property
     def down_types(self) -> frozenset[int]:
-        """Every platform→pile frame type."""
-        return _ALL if self.capacity else frozenset()
+        """None: the pile side appends frames to the rings its sessions hold."""
+        return frozenset()
 
-    def _ring(self, pile_id: str) -> deque[Entry]:
-        ring = self._piles.get(pile_id)
-        if ring is None:
-            ring = self._piles[pile_id] = deque(maxlen=self.capacity)
-        if pile_id in self._offline:
-            del self._offline[pile_id]
+    # -- rings ---------------------------------------------------------------------------
+    def _new_ring(self, pile_id: str) -> Ring:
+        ring = Ring(pile_id, self)
+        if pile_id in self._watched:
+            ring.__class__ = StreamedRing
         return ring
 
-    def _add(self, pile_id: str, entry: Entry) -> None:
-        self._ring(pile_id).append(entry)
-        if self.on_entry is not None and (self.watched is None or pile_id in self.watched):
-            self.on_entry(pile_id, entry)
+    def _park(self, pile_id: str, ring: Ring) -> None:
+        self._parked[pile_id] = ring
+        self._parked.move_to_end(pile_id)
+        while len(self._parked) > self.offline_piles:
+            self._parked.popitem(last=False)
 
+    def _find(self, pile_id: str) -> Ring | None:
+        ring = self._piles.get(pile_id)
+        return ring if ring is not None else self._parked.get(pile_id)
+
+    def ring_of(self, pile_id: str) -> Ring:
+        """The ring a new session of ``pile_id`` appends to (parked until the pile is online)."""
+        ring = self._piles.get(pile_id)
+        if ring is None:
+            ring = self._parked.get(pile_id) or self._new_ring(pile_id)
+            self._park(pile_id, ring)
+        return ring
+
+    def pile_online(self, pile_id: str, ring: deque[Entry] | None) -> Ring:
+        """The pile's login was accepted: its ring (``ring``, the session's, if none is kept) is online."""
+        found = self._piles.get(pile_id) or self._parked.pop(pile_id, None)
+        if found is None:
+            found = self._new_ring(pile_id)
+            found.extend(ring or ())
+        self._piles[pile_id] = found
+        return found
+
+    def pile_offline(self, pile_id: str) -> None:
+        """Park the pile's ring (kept for the console; the oldest parked ones are forgotten)."""
+        ring = self._piles.pop(pile_id, None)
+        if ring is not None:
+            self._park(pile_id, ring)
+
+    def watch(self, pile_id: str, watching: bool) -> None:
+        """Start (or stop) streaming the entries of ``pile_id`` to ``on_entry``."""
+        if watching:
+            self._watched.add(pile_id)
+        else:
+            self._watched.discard(pile_id)
+        ring = self._find(pile_id)
+        if ring is not None:
+            ring.__class__ = StreamedRing if watching else Ring
+
+    # -- frames from elsewhere -------------------------------------------------------------
     def observe(
         self, pile_id: str, direction: Direction, ft: int, fields: dict[str, Any], raw: bytes
     ) -> None:
-        """A decoded frame: its bytes are kept (on the hot path: one lookup, one append)."""
+        """A frame given by hand (the pile side appends to rings instead): kept in the pile's ring.
+
+        Any frame but a login from the pile makes its ring an online one.
+        """
         ring = self._piles.get(pile_id)
-        if ring is None or pile_id in self._offline:
-            ring = self._ring(pile_id)
-        entry = (self._seconds(), direction, raw, None)
-        ring.append(entry)
-        on_entry = self.on_entry
-        if on_entry is not None and (self.watched is None or pile_id in self.watched):
-            on_entry(pile_id, entry)
+        if ring is None:
+            if direction == "up" and ft != 0x01:
+                ring = self.pile_online(pile_id, None)
+            else:
+                ring = self.ring_of(pile_id)
+        ring.append((self.clock.seconds(), direction, raw, None))
 
     def bad_input(self, pile_ids: list[str], kind: str, data: bytes, detail: str) -> None:
         """Bytes dropped from a link: kept in the history of each pile on it."""
@@ -96,24 +165,17 @@ class FrameHistory:
             return
         entry = (self.clock.seconds(), "up", bytes(data[:512]), f"{kind}: {detail}" if detail else kind)
         for pile_id in pile_ids:
-            self._add(pile_id, entry)
-
-    def pile_offline(self, pile_id: str) -> None:
-        """Keep the pile's history for a while; forget the oldest offline ones."""
-        if pile_id not in self._piles:
-            return
-        self._offline[pile_id] = None
-        while len(self._offline) > self.offline_piles:
-            gone, _ = self._offline.popitem(last=False)
-            self._piles.pop(gone, None)
+            ring = self._piles.get(pile_id)
+            if ring is None:
+                ring = self.ring_of(pile_id)
+            ring.append(entry)
 
     def __contains__(self, pile_id: str) -> bool:
-        return pile_id in self._piles
+        return self._find(pile_id) is not None
 
     def frames(self, pile_id: str, limit: int | None = None) -> list[dict[str, Any]]:
         """The pile's frames, oldest first, decoded (the last ``limit``)."""
-        ring = self._piles.get(pile_id, ())
-        entries = list(ring)
+        entries = list(self._find(pile_id) or ())
         if limit is not None:
             entries = entries[-limit:]
         return [self.describe(entry) for entry in entries]

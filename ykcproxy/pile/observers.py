@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any, Literal, Protocol
 
 #: ``up``: received from the pile; ``down``: written to it.
 Direction = Literal["up", "down"]
+
+#: One frame kept for the console: (unix seconds, direction, raw bytes, what was wrong or None).
+FrameEntry = tuple[float, str, bytes, "str | None"]
 
 
 class FrameObserver(Protocol):
@@ -34,3 +38,19 @@ class FrameObserver(Protocol):
 
     def pile_offline(self, pile_id: str) -> None:
         """The pile went offline."""
+
+
+class FrameRecorder(Protocol):
+    """Keeps the raw frames of piles in rings that the pile side appends to directly.
+
+    A session gets its pile's ring at login (``ring_of``) and appends each
+    frame it reads or writes as a :data:`FrameEntry`: one tuple and one append
+    on the hot path, no call.  ``pile_online`` tells the recorder the login
+    was accepted and gives the ring to keep appending to.
+    """
+
+    def ring_of(self, pile_id: str) -> deque[FrameEntry]:
+        """The ring a new session of ``pile_id`` appends to."""
+
+    def pile_online(self, pile_id: str, ring: deque[FrameEntry] | None) -> deque[FrameEntry]:
+        """The pile's login was accepted; the ring its session appends to from now on."""

@@ -31,7 +31,7 @@ from ykcproxy.metrics import Metrics
 from ykcproxy.pile.allowlist import AllowList
 from ykcproxy.pile.dispatch import HANDLERS, LOGIN, LOGIN_REPLY, TIME_SYNC, TRANSACTION_CONFIRM, Handler
 from ykcproxy.pile.limits import ThrottledLog
-from ykcproxy.pile.observers import FrameObserver
+from ykcproxy.pile.observers import FrameObserver, FrameRecorder
 from ykcproxy.pile.protocol import PileProtocol
 from ykcproxy.pile.registry import MOVED, Registry
 from ykcproxy.pile.session import PileSession
@@ -74,11 +74,14 @@ class PileServerFactory(Factory):
         envelope: Envelope | None = None,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
         records: RecordStore | None = None,
+        recorder: FrameRecorder | None = None,
     ) -> None:
         """``allow_list`` defaults to the file ``config.allow_list`` names (none if empty).
 
         ``observers`` see the decoded frames of the types they name, both ways,
         and each pile going offline (the charging-session tracker is one).
+        ``recorder`` keeps every frame of each pile, both ways (the console's
+        frame history): sessions append to the rings it gives them.
         """
         self.config = config
         self.clock = clock
@@ -88,6 +91,7 @@ class PileServerFactory(Factory):
         self.envelope = envelope if envelope is not None else Envelope(clock)
         #: Told of each pile event (``online``, ``offline``, ``pending``): the console's stream.
         self.on_event = on_event
+        self.recorder = recorder
         self.registry = Registry(on_online=self._online, on_offline=self._offline)
         self.waiters = ReplyWaiters()
         self._waiting = self.waiters.by_pile  # tested per frame: a dict, not a method call
@@ -303,7 +307,10 @@ class PileServerFactory(Factory):
         if session is None or not session.logged_in:
             self._bad_frame(proto, frame, "not_logged_in", f"pile {pile_id} has no accepted login here")
             return
-        session.last_seen = proto.last_seen
+        session.last_seen = now = proto.last_seen
+        ring = session.frames
+        if ring is not None:
+            ring.append((now, "up", frame.raw, None))
         if code in self.requests:
             session.last_request_seq[code] = frame.seq
         observers = self._observe_up.get(code)
@@ -345,6 +352,7 @@ class PileServerFactory(Factory):
             self._not_allowed(proto, frame, pile_id)
             return
         session = self.registry.login(proto, pile_id, proto.last_seen)
+        self._record_login(session, frame)
         session.login = {k: v for k, v in fields.items() if k != "id"}
         session.last_request_seq[LOGIN] = frame.seq
         self.log.info("login of pile {pile_id} from {remote}", login=session.login, **session.log_fields())
@@ -370,8 +378,18 @@ class PileServerFactory(Factory):
                 path=self.allow_list.path if self.allow_list is not None else "",
             )
         session = self.registry.login(proto, pile_id, proto.last_seen)
+        self._record_login(session, frame)
         self.send(session, LOGIN_REPLY, {"id": pile_id, "result": False}, frame.seq)
         self.registry.refuse(session)
+
+    def _record_login(self, session: PileSession, frame: RawFrame) -> None:
+        """Give a new session its pile's frame ring (if frames are kept), and keep the login in it."""
+        if self.recorder is None:
+            return
+        ring = session.frames
+        if ring is None:
+            ring = session.frames = self.recorder.ring_of(session.pile_id)
+        ring.append((session.last_seen, "up", frame.raw, None))
 
     def reload_allow_list(self) -> bool:
         """Read the allow-list file again (call on SIGHUP); False if none or it failed.
@@ -405,6 +423,8 @@ class PileServerFactory(Factory):
         return session.log_fields()
 
     def _online(self, session: PileSession) -> None:
+        if self.recorder is not None:
+            session.frames = self.recorder.pile_online(session.pile_id, session.frames)
         self._event("online", session, {"remote": session.connection.remote})
 
     def _offline(self, session: PileSession, reason: str) -> None:
@@ -439,6 +459,9 @@ class PileServerFactory(Factory):
             seq = session.next_seq()
         frame = session.connection.send(code, seq, body)
         self.metrics.frame_out(_FT[code])
+        ring = session.frames
+        if ring is not None:
+            ring.append((self.clock.seconds(), "down", frame, None))
         observers = self._observe_down.get(code)
         if observers is not None:
             as_dict = fields if type(fields) is dict else dict(fields)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Any
 
 import attrs
+
+from ykcproxy.pile.observers import FrameEntry
 
 if TYPE_CHECKING:
     from ykcproxy.pile.protocol import PileProtocol
@@ -41,6 +43,8 @@ class PileSession:
     time_sync: Any = None
     #: gun → the encoded body of its 0x04 answer (it depends only on the pile and gun).
     heartbeat_replies: dict[str, bytes] = attrs.field(factory=dict)
+    #: The ring the pile's frames are appended to for the console (None: no frame history).
+    frames: deque[FrameEntry] | None = None
     _seq: int = 0
 
     def next_seq(self) -> int:
