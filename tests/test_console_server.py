@@ -139,6 +139,30 @@ class History(TestCase):
         got = answer(self, stub, "GET", f"/piles/{PILE}/frames").body["frames"]
         self.assertEqual([f["code"] for f in got], ["02", "03", "04", "03", "04"], "every frame still kept")
 
+    def test_gun_changes_are_streamed_once(self) -> None:
+        stub = StubApi()
+        pile = stub.pile(PILE)
+        request = StreamRequest([b"events"])
+        stub.hub.subscribe(request, None, {})
+
+        def guns() -> list[dict[str, Any]]:
+            return [json.loads(w.split(b"data: ")[1]) for w in request.written if b"event: gun" in w]
+
+        pile.send(0x03, gun="01", gunStatus=0)
+        pile.send(0x03, gun="01", gunStatus=0)
+        self.assertEqual(guns(), [{"id": PILE, "gun": "01", "gunStatus": 0}])
+        ts = PILE + "01" + "2612071200000001"
+        pile.send(0x13, gunId="01", status=3, plugged=1, tradeSeq=ts)
+        pile.send(0x13, gunId="01", status=3, plugged=1, tradeSeq=ts)
+        pile.send(0x03, gun="01", gunStatus=1)
+        self.assertEqual(
+            guns()[1:],
+            [
+                {"id": PILE, "gun": "01", "gunStatus": 0, "status": 3, "plugged": 1, "tradeSeq": ts},
+                {"id": PILE, "gun": "01", "gunStatus": 1, "status": 3, "plugged": 1, "tradeSeq": ts},
+            ],
+        )
+
     def test_spans_of_a_list(self) -> None:
         spans = [s.field for s in field_spans(0x46, 6 + 7 + 1 + 8 * 2 + 2)]
         self.assertIn("cards[1]", " ".join(spans))

@@ -333,7 +333,7 @@ ROUTES: tuple[Route, ...] = (
         "/events",
         "events",
         "events",
-        "the console's server-sent events: online, offline, pending, session, and frame for ?pile=",
+        "the console's server-sent events: online, offline, pending, gun, session, and frame for ?pile=",
         {
             200: Reply(
                 "an event stream that stays open; each event's data is a JSON object",

@@ -43,7 +43,11 @@ def heartbeat(
     policy: PileServerFactory, session: PileSession, frame: RawFrame, fields: dict[str, Any]
 ) -> bool:
     """0x03: note the gun's status; answer 0x04 with ``--autoHeartbeatResponse``."""
-    session.guns.setdefault(fields["gun"], {})["gunStatus"] = fields["gunStatus"]
+    gun_state = session.guns.setdefault(fields["gun"], {})
+    status = fields["gunStatus"]
+    if gun_state.get("gunStatus") != status:
+        gun_state["gunStatus"] = status
+        gun_changed(policy, session, fields["gun"], gun_state)
     if policy.config.auto_heartbeat_response:
         gun = fields["gun"]
         answer = {"id": session.pile_id, "gun": gun, "response": 0}
@@ -59,10 +63,19 @@ def realtime(
 ) -> bool:
     """0x13: note the gun's state for ``GET /piles``."""
     gun = session.guns.setdefault(fields["gunId"], {})
-    gun["status"] = fields["status"]
-    gun["plugged"] = fields["plugged"]
-    gun["tradeSeq"] = fields["tradeSeq"]
+    state = (fields["status"], fields["plugged"], fields["tradeSeq"])
+    if (gun.get("status"), gun.get("plugged"), gun.get("tradeSeq")) != state:
+        gun["status"], gun["plugged"], gun["tradeSeq"] = state
+        gun_changed(policy, session, fields["gunId"], gun)
     return True
+
+
+def gun_changed(
+    policy: PileServerFactory, session: PileSession, gun: str, state: dict[str, Any]
+) -> None:
+    """A gun's state changed: the console's stream is told (a ``gun`` event)."""
+    if policy.on_event is not None:
+        policy.on_event("gun", {"id": session.pile_id, "gun": gun, **state})
 
 
 def billing_verify(
