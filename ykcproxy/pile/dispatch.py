@@ -63,9 +63,9 @@ def realtime(
 ) -> bool:
     """0x13: note the gun's state for ``GET /piles``."""
     gun = session.guns.setdefault(fields["gunId"], {})
-    state = (fields["status"], fields["plugged"], fields["tradeSeq"])
-    if (gun.get("status"), gun.get("plugged"), gun.get("tradeSeq")) != state:
-        gun["status"], gun["plugged"], gun["tradeSeq"] = state
+    status, plugged, trade_seq = fields["status"], fields["plugged"], fields["tradeSeq"]
+    if gun.get("status") != status or gun.get("plugged") != plugged or gun.get("tradeSeq") != trade_seq:
+        gun["status"], gun["plugged"], gun["tradeSeq"] = status, plugged, trade_seq
         gun_changed(policy, session, fields["gunId"], gun)
     return True
 
