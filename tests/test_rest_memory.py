@@ -6,19 +6,13 @@ from typing import Any
 
 from twisted.trial.unittest import TestCase
 
+from tests.rest_helpers import OTHER, PILE, StubTest
 from tests.stub_api import StubApi
 from ykcproxy.api.routes import Reply, Route
 from ykcproxy.wire.examples import example
 
-PILE = "32010200000001"
 
-
-class Plumbing(TestCase):
-    def answer(self, stub: StubApi, *args: Any, **kwargs: Any) -> Any:
-        d = stub.call(*args, **kwargs)
-        stub.flush()
-        return self.successResultOf(d)
-
+class Plumbing(StubTest):
     def test_token_on_every_route_but_the_public_ones(self) -> None:
         stub = StubApi(api_token="s3cret")
         for route in stub.api.routes:
@@ -109,12 +103,7 @@ class Commands(TestCase):
         self.assertEqual(self.successResultOf(d).code, 404)
 
 
-class Access(TestCase):
-    def answer(self, stub: StubApi, *args: Any, **kwargs: Any) -> Any:
-        d = stub.call(*args, **kwargs)
-        stub.flush()
-        return self.successResultOf(d)
-
+class Access(StubTest):
     def test_read_only_token(self) -> None:
         stub = StubApi(api_token="write-token", api_read_token="read-token")
         read = {b"Authorization": [b"Bearer read-token"]}
@@ -189,3 +178,103 @@ class Trace(TestCase):
         d = stub.call("POST", f"/piles/{PILE}/trace", {"enabled": "yes"})
         stub.flush()
         self.assertEqual(self.successResultOf(d).code, 400)
+
+
+class Registry(StubTest):
+    """GET /piles and GET /piles/<id>."""
+
+    def test_piles_and_their_guns(self) -> None:
+        stub = StubApi()
+        answer = self.answer(stub, "GET", "/piles")
+        self.assertEqual((answer.code, answer.body), (200, []))
+        connected = int(stub.clock.seconds() * 1000)
+        link = stub.pile(PILE)
+        stub.clock.advance(5)
+        link.send(0x03, gun="01", gunStatus=1)
+        link.send(0x13, gunId="02", status=3, plugged=1)
+        link.send(0x03, gun="02", gunStatus=0)
+        self.assertEqual([f.code for f in link.frames()], [0x04, 0x04])
+        answer = self.answer(stub, "GET", f"/piles/{PILE}")
+        self.assertEqual(answer.code, 200)
+        pile = answer.body
+        peer = link.transport.getPeer()
+        self.assertEqual(pile["id"], PILE)
+        self.assertEqual(pile["remote"], f"{peer.host}:{peer.port}")
+        self.assertTrue(pile["loggedIn"])
+        self.assertEqual(pile["guns"], example(0x01, PILE)["guns"])
+        self.assertEqual(pile["connectedAt"], connected)
+        self.assertEqual(pile["lastSeen"], connected + 5000)
+        self.assertEqual(pile["gunState"]["01"], {"gunStatus": 1})
+        self.assertEqual(
+            pile["gunState"]["02"],
+            {"status": 3, "plugged": 1, "tradeSeq": example(0x13, PILE)["tradeSeq"], "gunStatus": 0},
+        )
+        listing = self.answer(stub, "GET", "/piles")
+        self.assertEqual(listing.body, [pile])
+        missing = self.answer(stub, "GET", f"/piles/{OTHER}")
+        self.assertEqual((missing.code, missing.body), (404, {"message": f"pile {OTHER} is not connected"}))
+        link.lose()
+        gone = self.answer(stub, "GET", f"/piles/{PILE}")
+        self.assertEqual(gone.code, 404)
+
+    def test_pending_login_is_not_listed(self) -> None:
+        stub = StubApi(auto_verification=False)
+        stub.pile(PILE, login=False).send(0x01)
+        self.assertEqual(self.answer(stub, "GET", "/piles").body, [])
+        answer = self.answer(stub, "POST", "/proxy/92", {"id": PILE, "control": 1})
+        self.assertEqual(answer.code, 404)
+
+
+class Monitoring(StubTest):
+    """/healthz and /metrics (the token over a real socket: test_rest)."""
+
+    def test_healthz(self) -> None:
+        answer = self.answer(StubApi(), "GET", "/healthz")
+        self.assertEqual(answer.code, 200)
+        self.assertTrue(answer.body["ok"])
+        self.assertEqual(answer.headers["content-type"], "application/json")
+
+    def test_unhealthy_is_503(self) -> None:
+        stub = StubApi()
+        self.patch(stub.api, "health", lambda: {"ok": False, "degraded": ["forwarder"]})
+        answer = self.answer(stub, "GET", "/healthz")
+        self.assertEqual((answer.code, answer.body), (503, {"ok": False, "degraded": ["forwarder"]}))
+        metrics = stub.metrics.render().decode()
+        self.assertIn('ykc_rest_requests_total{code="503",route="healthz"} 1.0', metrics)
+
+    def test_metrics(self) -> None:
+        stub = StubApi(forward=True)
+        refused: list[Any] = []
+
+        def answer(post: Any) -> int:
+            if post.path == "/09":
+                refused.append(post)
+                return 500
+            return 200
+
+        stub.consumer.answer = answer
+        link = stub.pile(PILE)
+        link.write(b"\x68\x0d" + b"\x00" * 15)  # a frame with a bad CRC
+        link.send(0x09)
+        stub.flush()
+        self.assertEqual(len(refused), 1)
+        self.assertIn("ykc_forward_failed_total 1.0", stub.metrics.render().decode())
+        self.answer(stub, "POST", "/proxy/92", {"id": PILE, "control": 3})
+        answer_ = self.answer(stub, "GET", "/metrics")
+        self.assertEqual(answer_.code, 200)
+        self.assertTrue(answer_.headers["content-type"].startswith("text/plain; version=0.0.4"))
+        text = answer_.body
+        for line in (
+            "ykc_piles_online 1.0",
+            "ykc_connections 1.0",
+            'ykc_frames_in_total{ft="01"} 1.0',
+            'ykc_frames_in_total{ft="09"} 1.0',
+            'ykc_frames_out_total{ft="02"} 1.0',
+            'ykc_frame_errors_total{kind="crc"} 1.0',
+            'ykc_forward_ok_total{ft="01"} 1.0',
+            'ykc_forward_ok_total{ft="online"} 1.0',
+            "ykc_forward_failed_total 1.0",
+            "ykc_forward_latency_seconds_count 2.0",
+            'ykc_rest_requests_total{code="400",route="proxy_92"} 1.0',
+        ):
+            self.assertIn(line, text)
