@@ -4,8 +4,9 @@ For each run the proxy (no consumer, its own process) gets ``--piles`` piles
 from the simulator, which then sends ``--rate`` heartbeats per second over all
 piles for ``--seconds`` seconds (``--burst <rate>x<seconds> --burst-frame 03``),
 enough to fill each pile's ring (every heartbeat is kept with its 0x04 reply).
-Once the simulator is done the proxy's RSS and peak RSS are read from /proc,
-and one pile's ``GET /piles/<id>/frames`` says how full its ring is.
+At the end of the burst, the piles still connected, the proxy's RSS and peak
+RSS are read from /proc, and one pile's ``GET /piles/<id>/frames`` says how
+full its ring is.
 
     python bench/history_rss.py [--piles 10000] [--rate 20000] [--seconds 60]
 """
@@ -38,7 +39,7 @@ def kept_frames(rest_port: int, pile_id: int) -> int:
 
 
 def run(name: str, options: list[str], args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """One proxy, filled by the simulator; its RSS once the simulator is done."""
+    """One proxy, filled by the simulator; its RSS at the end of the burst."""
     slug = name.split()[1]
     proc, port, rest = start_proxy(work, ["--messagingServerType", "none", *options], name=f"proxy-{slug}")
     sim_options = [
@@ -47,14 +48,12 @@ def run(name: str, options: list[str], args: argparse.Namespace, work: Path) -> 
     ]  # fmt: skip
     sim = Sim(work, port, sim_options, name=f"sim-{slug}")
     try:
-        for _ in sim.events(timeout=args.seconds + 180):
-            pass
-        out = {
-            "run": name,
-            "rssMiB": round(proc.rss_mib(), 1),
-            "peakRssMiB": round(proc.hwm_mib(), 1),
-            "framesKeptOfFirstPile": kept_frames(rest, args.id_base),
-        }
+        out: dict[str, Any] = {"run": name}
+        for event in sim.events(timeout=args.seconds + 180):
+            if event["event"] == "window_end":  # the piles are still connected
+                out["rssMiB"] = round(proc.rss_mib(), 1)
+                out["peakRssMiB"] = round(proc.hwm_mib(), 1)
+                out["framesKeptOfFirstPile"] = kept_frames(rest, args.id_base)
     finally:
         sim.proc.stop()
         proc.stop()
