@@ -71,7 +71,7 @@ def main() -> None:
     history = fill(args.piles, mix, capacity)
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    frames = [entry[2] for ring in history._piles.values() for entry in ring]
+    frames = [entry[1] for ring in history._piles.values() for entry in ring]
     assert len(frames) == args.piles * capacity
     mean = sum(map(len, frames)) / len(frames)
     per_pile = (after - before) / args.piles

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -21,9 +21,10 @@ from ykcproxy.console.spans import field_spans
 from ykcproxy.pile.observers import Direction, FrameEntry
 from ykcproxy.wire.codec import Codec
 from ykcproxy.wire.framer import Framer, RawFrame
+from ykcproxy.wire.frames import Direction as FrameDirection
 
-#: One entry: (unix seconds, direction, raw bytes, error or None).
-Entry = FrameEntry
+#: One entry: (unix seconds, raw bytes), or (unix seconds, raw bytes, what was wrong).
+Entry: TypeAlias = FrameEntry
 
 
 class Ring(deque[Entry]):
@@ -157,13 +158,13 @@ class FrameHistory:
                 ring = self.pile_online(pile_id, None)
             else:
                 ring = self.ring_of(pile_id)
-        ring.append((self.clock.seconds(), direction, raw, None))
+        ring.append((self.clock.seconds(), raw))
 
     def bad_input(self, pile_ids: list[str], kind: str, data: bytes, detail: str) -> None:
         """Bytes dropped from a link: kept in the history of each pile on it."""
         if not self.capacity:
             return
-        entry = (self.clock.seconds(), "up", bytes(data[:512]), f"{kind}: {detail}" if detail else kind)
+        entry = (self.clock.seconds(), bytes(data[:512]), f"{kind}: {detail}" if detail else kind)
         for pile_id in pile_ids:
             ring = self._piles.get(pile_id)
             if ring is None:
@@ -182,10 +183,11 @@ class FrameHistory:
 
     def describe(self, entry: Entry) -> dict[str, Any]:
         """The JSON of one entry: time, direction, type, seq, fields, hex, error, field spans."""
-        at, direction, raw, error = entry
+        at, raw = entry[0], entry[1]
+        error = entry[2] if len(entry) > 2 else None
         out: dict[str, Any] = {
             "at": int(at * 1000),
-            "dir": direction,
+            "dir": "up",
             "code": None,
             "name": None,
             "seq": None,
@@ -206,7 +208,10 @@ class FrameHistory:
         if frame.code not in catalogue:
             out["error"] = f"unknown type 0x{frame.code:02x}"
             return out
-        out["name"] = catalogue[frame.code].name
+        ftype = catalogue[frame.code]
+        out["name"] = ftype.name
+        if ftype.direction is FrameDirection.DOWN:
+            out["dir"] = "down"
         try:
             out["fields"] = self.codec.decode_body(frame.code, frame.body)
         except Exception as e:  # noqa: BLE001 - shown, not raised: the console explains bad frames

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeAlias
 
 #: ``up``: received from the pile; ``down``: written to it.
 Direction = Literal["up", "down"]
 
-#: One frame kept for the console: (unix seconds, direction, raw bytes, what was wrong or None).
-FrameEntry = tuple[float, str, bytes, "str | None"]
+#: One frame kept for the console: (unix seconds, raw bytes), or (unix seconds, raw bytes,
+#: what was wrong) for input the pile side dropped.  The direction follows from the frame
+#: type (dropped input always comes from the pile).
+FrameEntry: TypeAlias = "tuple[float, bytes] | tuple[float, bytes, str]"
 
 
 class FrameObserver(Protocol):

@@ -310,7 +310,7 @@ class PileServerFactory(Factory):
         session.last_seen = now = proto.last_seen
         ring = session.frames
         if ring is not None:
-            ring.append((now, "up", frame.raw, None))
+            ring.append((now, frame.raw))
         if code in self.requests:
             session.last_request_seq[code] = frame.seq
         observers = self._observe_up.get(code)
@@ -389,7 +389,7 @@ class PileServerFactory(Factory):
         ring = session.frames
         if ring is None:
             ring = session.frames = self.recorder.ring_of(session.pile_id)
-        ring.append((session.last_seen, "up", frame.raw, None))
+        ring.append((session.last_seen, frame.raw))
 
     def reload_allow_list(self) -> bool:
         """Read the allow-list file again (call on SIGHUP); False if none or it failed.
@@ -461,7 +461,7 @@ class PileServerFactory(Factory):
         self.metrics.frame_out(_FT[code])
         ring = session.frames
         if ring is not None:
-            ring.append((self.clock.seconds(), "down", frame, None))
+            ring.append((self.clock.seconds(), frame))
         observers = self._observe_down.get(code)
         if observers is not None:
             as_dict = fields if type(fields) is dict else dict(fields)
