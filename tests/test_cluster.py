@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet import task
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from tests.nats_server import NatsServer
 from tests.support import call, command_with_wait, login, reactor, start_consumer, start_proxy, until
-from ykcproxy.cluster.registry_kv import Directory, InstanceBeat, PileEntry, instance_key
+from ykcproxy.cluster.registry_kv import Directory, InstanceBeat, KvLink, PileEntry, instance_key, pile_key
 from ykcproxy.wire.examples import example
 
 PILE = "32010200000001"
@@ -35,6 +36,7 @@ class DirectoryUpdates(TestCase):
     def test_other_holders_are_reported(self) -> None:
         moved: list[tuple[str, float]] = []
         d = Directory("a", on_moved=lambda pile, since: moved.append((pile, since)))
+        d.update(instance_key("b"), InstanceBeat("b", 1, 0.0).encode())
         d.update("pile." + PILE, PileEntry(PILE, "a", "10.0.0.1:5", 1.0).encode())
         d.update("pile." + PILE, PileEntry(PILE, "b", "10.0.0.2:5", 2.0).encode())
         self.assertEqual(moved, [(PILE, 2.0)])
@@ -45,6 +47,89 @@ class DirectoryUpdates(TestCase):
 
     def test_instance_keys_hold_no_colon(self) -> None:
         self.assertNotIn(":", instance_key("host:27600"))
+
+    def test_piles_count_while_their_instance_is_heard(self) -> None:
+        d = Directory("a", on_moved=lambda pile, since: None, ttl=15.0)
+        d.update(instance_key("b"), InstanceBeat("b", 1, 100.0).encode(), now=100.0)
+        d.update("pile." + PILE, PileEntry(PILE, "b", "10.0.0.2:5", 90.0).encode(), now=100.0)
+        self.assertEqual((d.holder(PILE), d.counts()), ("b", {"b": 1}))
+        self.assertEqual(d.expire(115.0), [])
+        self.assertEqual(d.expire(115.5), ["b"])
+        self.assertEqual((d.holder(PILE), d.counts(), d.held(), d.instances), (None, {}, [], {}))
+        # Its heartbeat again (a partition healed): its piles count again.
+        d.update(instance_key("b"), InstanceBeat("b", 1, 130.0).encode(), now=130.0)
+        self.assertEqual(d.holder(PILE), "b")
+        # A heartbeat the watch found at start counts from when it was written.
+        d.update(instance_key("c"), InstanceBeat("c", 0, 80.0).encode(), now=131.0, initial=True)
+        self.assertEqual(d.expire(131.0), ["c"])
+        # This instance's own entries count without a heartbeat of its own.
+        d.update("pile.32010200000002", PileEntry("32010200000002", "a", "10.0.0.1:5", 1.0).encode())
+        self.assertEqual(d.holder("32010200000002"), "a")
+
+
+class FakeLoop:
+    """Stands for the NATS thread's asyncio loop: records the writes handed to it."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[str, bytes | None]] = []
+
+    def call_soon_threadsafe(self, f: Any, key: str, value: bytes | None) -> None:
+        self.writes.append((key, value))
+
+
+class Refresh(TestCase):
+    def link(self, piles: int) -> tuple[KvLink, FakeLoop, task.Clock]:
+        clock = task.Clock()
+        clock.advance(1000)
+        directory = Directory("a", on_moved=lambda pile, since: None)
+        entries = [PileEntry(f"{32010200000001 + i:014d}", "a", "10.0.0.1:5", 1.0) for i in range(piles)]
+        for e in entries:
+            directory.update(pile_key(e.pile_id), e.encode(), clock.seconds())
+        link = KvLink(clock, "nats://127.0.0.1:1", directory, lambda: list(entries), ttl=15.0)
+        loop = FakeLoop()
+        link._loop = loop  # type: ignore[assignment]
+        return link, loop, clock
+
+    def test_the_periodic_writes_are_the_heartbeat_and_a_slow_rewrite(self) -> None:
+        link, loop, clock = self.link(300)
+        link._ready()
+        self.assertEqual(len(loop.writes), 301)  # at start: the heartbeat and every entry
+        del loop.writes[:]
+        clock.pump([0.5] * 30)  # 15 s: three heartbeats, and a few entries of the slow rewrite
+        beats = [k for k, _ in loop.writes if k == instance_key("a")]
+        self.assertEqual(len(beats), 3)
+        self.assertLess(len(loop.writes) - len(beats), 300 * 15 / (link.lifetime / 3) + 30)
+        self.assertEqual(InstanceBeat.decode(loop.writes[-1][1] or b"").piles, 300)
+        # Over a whole rewrite cycle, every entry is rewritten.
+        del loop.writes[:]
+        clock.pump([0.5] * int(link.lifetime / 3 / 0.5 + 1))
+        rewritten = {k for k, _ in loop.writes if k.startswith("pile.")}
+        self.assertEqual(len(rewritten), 300)
+        link._refresh.stop()
+
+    def test_a_silent_instance_drops_out_after_the_ttl(self) -> None:
+        link, loop, clock = self.link(1)
+        link._ready()
+        link.directory.update(
+            instance_key("b"), InstanceBeat("b", 0, clock.seconds()).encode(), clock.seconds()
+        )
+        clock.pump([0.5] * 30)
+        self.assertIn("b", link.directory.instances)
+        clock.pump([0.5] * 2)
+        self.assertNotIn("b", link.directory.instances)
+        self.assertEqual(link.directory.instances, {})
+        link._refresh.stop()
+
+    def test_a_failed_write_is_redone_from_the_current_state(self) -> None:
+        link, loop, clock = self.link(2)
+        link._ready()
+        del loop.writes[:]
+        gone = "pile.32010200000099"
+        link._failed_keys |= {pile_key("32010200000001"), gone}
+        clock.advance(0.5)
+        self.assertIn((gone, None), loop.writes)
+        self.assertIn(pile_key("32010200000001"), [k for k, v in loop.writes if v is not None])
+        link._refresh.stop()
 
 
 class Takeover(TestCase):

@@ -160,7 +160,7 @@ class ClusterService(Service):
         """The piles other instances hold, as ``GET /piles`` shows them."""
         return [
             {"id": e.pile_id, "instance": e.instance, "remote": e.remote, "connectedAt": int(e.since * 1000)}
-            for e in self.directory.piles.values()
+            for e in self.directory.held()
             if e.instance != self.me
         ]
 
