@@ -198,6 +198,62 @@ class SessionsAcrossInstances(TestCase):
         gone = yield call(a, "GET", f"/sessions/{'9' * 32}")
         self.assertEqual(gone.code, 404, gone.body)
 
+    @inlineCallbacks
+    def start_order(self, proxy: Any, pile: str, n: int) -> Any:
+        """An order started on ``proxy`` for ``pile`` (logged in there), accepted by the pile."""
+        link = yield login(self, proxy, pile)
+        trade = f"{pile}01250102030405{n:04d}"
+        order = {"tradeSeq": trade, "gunId": "01"}
+        started = yield call(proxy, "POST", "/proxy/34", {**example(0x34, pile), **order})
+        self.assertEqual(started.code, 200, started.body)
+        yield link.expect(0x34)
+        link.send(0x33, {**example(0x33, pile), **order, "result": True, "reason": 0})
+        yield until(lambda: proxy.sessions.get(trade) is not None)
+        return trade
+
+    @inlineCallbacks
+    def test_the_list_shows_the_orders_of_every_instance(self) -> Any:
+        _, a, b = yield two_instances(self)
+        for proxy in (a, b):
+            yield proxy.routed_commands.commands._started
+        other = "32010200000002"
+        first = yield self.start_order(a, other, 1)
+        second = yield self.start_order(b, PILE, 2)
+        yield until(lambda: "b" in a.cluster.directory.instances and "a" in b.cluster.directory.instances)
+        views = {}
+        for proxy in (a, b):
+            listed = yield call(proxy, "GET", "/sessions")
+            self.assertEqual(listed.code, 200, listed.body)
+            views[proxy] = listed.body
+            orders = [(s["tradeSeq"], s["id"]) for s in listed.body["sessions"]]
+            newest_first = sorted(
+                [(s["startedAt"], s["tradeSeq"]) for s in listed.body["sessions"]], reverse=True
+            )
+            self.assertEqual(sorted(orders), sorted([(first, other), (second, PILE)]))
+            self.assertEqual([t for _, t in newest_first], [t for t, _ in orders])
+            self.assertEqual(listed.body["next"], None)
+            self.assertNotIn("unanswered", listed.body)
+        self.assertEqual(views[a], views[b])
+        # Paging across instances: one a page, the cursor of the first gives the second.
+        one = yield call(a, "GET", "/sessions?limit=1")
+        self.assertEqual(len(one.body["sessions"]), 1)
+        self.assertIsNotNone(one.body["next"])
+        two = yield call(a, "GET", f"/sessions?limit=1&before={one.body['next']}")
+        self.assertEqual(two.body["next"], None)
+        paged = [s["tradeSeq"] for s in one.body["sessions"] + two.body["sessions"]]
+        self.assertEqual(paged, [s["tradeSeq"] for s in views[a]["sessions"]])
+        # Filters apply on every instance; a bad one is a 400 before anyone is asked.
+        only = yield call(a, "GET", f"/sessions?pile={PILE}")
+        self.assertEqual([s["tradeSeq"] for s in only.body["sessions"]], [second])
+        bad = yield call(a, "GET", "/sessions?pile=12")
+        self.assertEqual(bad.code, 400, bad.body)
+        # An instance that does not answer: the others' orders, and its name.
+        a.cluster.directory.instances["gone"] = InstanceBeat("gone", 0, 0.0)
+        partial = yield call(a, "GET", "/sessions")
+        self.assertEqual(partial.code, 200, partial.body)
+        self.assertEqual(partial.body["sessions"], views[a]["sessions"])
+        self.assertEqual(partial.body["unanswered"], ["gone"])
+
 
 class NatsCommandsAcrossInstances(TestCase):
     timeout = 40
