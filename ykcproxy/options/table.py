@@ -423,7 +423,8 @@ OPTIONS: tuple[Option, ...] = (
         "clusterTtl",
         Seconds(),
         15.0,
-        "Seconds a pile entry of an instance that stopped refreshing lives on (refreshed every third of it).",
+        "Seconds an instance and its piles stay in the cluster's view without its heartbeat"
+        " (written every third of it).",
         CLUSTER,
         "cluster_ttl",
     ),
