@@ -169,14 +169,7 @@ class SessionsAcrossInstances(TestCase):
     def test_an_order_seen_on_b_is_read_through_a(self) -> Any:
         _, a, b = yield two_instances(self)
         yield b.routed_commands.commands._started
-        link = yield login(self, b, PILE)
-        trade = f"{PILE}01250102030405{1:04d}"
-        order = {"tradeSeq": trade, "gunId": "01"}
-        started = yield call(b, "POST", "/proxy/34", {**example(0x34, PILE), **order})
-        self.assertEqual(started.code, 200, started.body)
-        yield link.expect(0x34)
-        link.send(0x33, {**example(0x33, PILE), **order, "result": True, "reason": 0})
-        yield until(lambda: b.sessions.get(trade) is not None)
+        trade = yield self.start_order(b, PILE, 1)
         yield until(lambda: "b" in a.cluster.directory.instances)
         here = yield call(b, "GET", f"/sessions/{trade}")
         self.assertEqual(here.code, 200, here.body)
