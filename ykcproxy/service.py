@@ -318,7 +318,7 @@ def build_nats_commands(config: ProxyConfig, reactor: Any, runner: Any) -> Any:
         return None
     from ykcproxy.cluster.commands import NatsCommands, NatsCommandsService
 
-    server = config.cluster or config.servers[0]
+    server = config.cluster or ",".join(config.servers)
     commands = NatsCommands(
         runner,
         reactor,

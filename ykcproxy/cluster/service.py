@@ -10,9 +10,9 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.logger import Logger
 
+from ykcproxy.cluster import redact_servers
 from ykcproxy.cluster.registry_kv import Directory, KvLink, PileEntry, route_prefix
 from ykcproxy.config import ProxyConfig
-from ykcproxy.forward.nats import redact_server
 from ykcproxy.pile.registry import MOVED
 from ykcproxy.pile.server import PileServerFactory
 from ykcproxy.pile.session import PileSession
@@ -237,7 +237,7 @@ class ClusterService(Service):
         log.info(
             "cluster: instance {instance} on {server}",
             instance=self.me,
-            server=redact_server(self.link.server),
+            server=redact_servers(self.link.server),
         )
         self.link.start().addErrback(lambda f: None)
 
