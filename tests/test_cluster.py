@@ -162,6 +162,31 @@ class Takeover(TestCase):
         self.assertEqual(sorted(i["instance"] for i in answer.body["instances"]), ["a", "b"])
 
 
+class Restart(TestCase):
+    timeout = 40
+
+    @inlineCallbacks
+    def test_entries_left_by_a_previous_run_of_the_same_name_are_deleted(self) -> Any:
+        nats = NatsServer(reactor, jetstream=True)
+        self.addCleanup(nats.cleanup)
+        yield nats.start()
+        common = {"cluster": nats.url, "cluster_ttl": 3.0, "auto_verification": True}
+        a = yield start_proxy(self, instance_id="a", **common)
+        yield a.cluster.link.started
+        # What a killed "b" left behind: an entry for a pile it held, and one another instance took.
+        left, taken = "32010200000007", "32010200000008"
+        a.cluster.link.put(PileEntry(left, "b", "10.0.0.2:5", 1.0))
+        a.cluster.link.put(PileEntry(taken, "b", "10.0.0.2:5", 1.0))
+        yield until(lambda: {left, taken} <= set(a.cluster.directory.piles))
+        b = yield start_proxy(self, instance_id="b", **common)
+        a.cluster.link.put(PileEntry(taken, "a", "10.0.0.1:5", 2.0))  # may land before b's delete
+        yield b.cluster.link.started
+        yield until(lambda: left not in a.cluster.directory.piles)
+        yield until(lambda: taken in b.cluster.directory.piles)
+        self.assertEqual(b.cluster.directory.holder(taken), "a")
+        self.assertNotIn(left, b.cluster.directory.piles)
+
+
 class SessionsAcrossInstances(TestCase):
     timeout = 40
 

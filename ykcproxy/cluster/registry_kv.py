@@ -224,6 +224,8 @@ class KvLink:
         self._nc: Any = None
         #: Writes in flight per key (loop thread): only a key's latest write is redone.
         self._generation: dict[str, int] = {}
+        #: The revisions of the values the watch found at start (reactor thread, until ready).
+        self._revisions: dict[str, int] = {}
         self.directory.ttl = ttl
         #: The bucket's TTL: the pile entries are rewritten every third of it.
         self.lifetime = max(ENTRY_LIFETIME, 3 * ttl)
@@ -338,8 +340,19 @@ class KvLink:
     def _ready(self) -> None:
         # The piles that logged in before the bucket was usable, then the ticks (heartbeat first).
         self.beat(self.reactor.seconds())
-        for entry in self.entries():
+        held = self.entries()
+        for entry in held:
             self.put(entry)
+        # Entries of this instance's name that it does not hold: left by its previous run.
+        # Deleted only if still at the revision seen (not if another instance took the pile since).
+        ids = {e.pile_id for e in held}
+        for pile_id, entry in list(self.directory.piles.items()):
+            if entry.instance == self.directory.me and pile_id not in ids:
+                key = pile_key(pile_id)
+                self.directory.piles.pop(pile_id)
+                if self._loop is not None:
+                    self._loop.call_soon_threadsafe(self._delete_stale, key, self._revisions.get(key))
+        self._revisions.clear()
         self._ticks = 1
         self._refresh.start(self.tick, now=False)
         if not self.started.called:
@@ -351,6 +364,16 @@ class KvLink:
             self.started.errback(RuntimeError(message))
 
     # -- loop thread ------------------------------------------------------------
+    def _delete_stale(self, key: str, revision: int | None) -> None:
+        async def delete() -> None:
+            try:
+                await self._kv.delete(key, last=revision)
+            except Exception:  # noqa: BLE001 - written since by another instance: theirs stays
+                pass
+
+        if self._kv is not None and revision:
+            asyncio.ensure_future(delete())
+
     def _write(self, key: str, value: bytes | None) -> None:
         if self._kv is None:
             return
@@ -401,7 +424,9 @@ class KvLink:
                     self.reactor.callFromThread(self._ready)
                 continue
             value = None if entry.operation in ("DEL", "PURGE") else entry.value
-            self.reactor.callFromThread(self._update, entry.key, value, not current)
+            self.reactor.callFromThread(self._update, entry.key, value, not current, entry.revision)
 
-    def _update(self, key: str, value: bytes | None, initial: bool) -> None:
+    def _update(self, key: str, value: bytes | None, initial: bool, revision: int | None = None) -> None:
+        if initial and revision:
+            self._revisions[key] = revision
         self.directory.update(key, value, self.reactor.seconds(), initial)
