@@ -186,6 +186,14 @@ class Restart(TestCase):
         self.assertEqual(b.cluster.directory.holder(taken), "a")
         self.assertNotIn(left, b.cluster.directory.piles)
 
+    @inlineCallbacks
+    def test_a_stopping_instance_drops_out_at_once(self) -> Any:
+        _, a, b = yield two_instances(self, cluster_ttl=600.0)  # the TTL does not run out here
+        yield until(lambda: "b" in a.cluster.directory.instances)
+        b.cluster.stopService()  # deletes its heartbeat
+        yield until(lambda: "b" not in a.cluster.directory.instances)
+        self.assertTrue(a.cluster.link._refresh.running)
+
 
 class SessionsAcrossInstances(TestCase):
     timeout = 40

@@ -189,6 +189,9 @@ class Directory:
         return out
 
 
+#: Seconds a stopping instance waits for NATS to take the deletion of its heartbeat.
+STOP_TIMEOUT = 2.0
+
 #: Seconds between two ticks of the refresh (at most; shorter for short TTLs): each tick
 #: expires silent instances, retries failed writes and rewrites a slice of the entries.
 REFRESH_TICK = 0.5
@@ -297,14 +300,21 @@ class KvLink:
         self._submit(instance_key(self.directory.me), beat.encode())
 
     def stop(self) -> None:
-        """Stop refreshing and end the loop thread (the entries expire or are replaced)."""
+        """Stop refreshing, delete the heartbeat (the others drop this instance at once) and end
+        the loop thread. Writes handed over before are sent first."""
         if self._refresh.running:
             self._refresh.stop()
-        loop = self._loop
+        loop, self._loop = self._loop, None
         if loop is None:
             return
+        me = instance_key(self.directory.me)
 
         async def close() -> None:
+            try:
+                if self._kv is not None:
+                    await asyncio.wait_for(self._kv.delete(me), STOP_TIMEOUT)
+            except Exception:  # noqa: BLE001 - it expires after the TTL instead
+                pass
             try:
                 if self._nc is not None:
                     await self._nc.close()
@@ -393,10 +403,11 @@ class KvLink:
             del self._generation[key]
 
     def _thread_main(self) -> None:
-        assert self._loop is not None
-        asyncio.set_event_loop(self._loop)
-        self._loop.create_task(self._run())
-        self._loop.run_forever()
+        loop = self._loop
+        assert loop is not None
+        asyncio.set_event_loop(loop)
+        loop.create_task(self._run())
+        loop.run_forever()
 
     async def _run(self) -> None:
         import nats
