@@ -100,11 +100,22 @@ class Refresh(TestCase):
         self.assertEqual(len(beats), 3)
         self.assertLess(len(loop.writes) - len(beats), 300 * 15 / (link.lifetime / 3) + 30)
         self.assertEqual(InstanceBeat.decode(loop.writes[-1][1] or b"").piles, 300)
-        # Over a whole rewrite cycle, every entry is rewritten.
+        # Within every third of the lifetime, every entry is rewritten once.
+        cycle = int(link.lifetime / 3 / 0.5)
+        clock.pump([0.5] * (cycle - 30))
         del loop.writes[:]
-        clock.pump([0.5] * int(link.lifetime / 3 / 0.5 + 1))
-        rewritten = {k for k, _ in loop.writes if k.startswith("pile.")}
-        self.assertEqual(len(rewritten), 300)
+        clock.pump([0.5] * cycle)
+        rewritten = [k for k, _ in loop.writes if k.startswith("pile.")]
+        self.assertEqual((len(rewritten), len(set(rewritten))), (300, 300))
+        link._refresh.stop()
+
+    def test_a_few_piles_are_not_rewritten_more_often(self) -> None:
+        link, loop, clock = self.link(3)
+        link._ready()
+        del loop.writes[:]
+        clock.pump([0.5] * (int(link.lifetime / 3 / 0.5) + 3))  # one cycle, and its 3 ticks
+        rewritten = [k for k, _ in loop.writes if k.startswith("pile.")]
+        self.assertEqual(sorted(rewritten), sorted(pile_key(f"{32010200000001 + i:014d}") for i in range(3)))
         link._refresh.stop()
 
     def test_a_silent_instance_drops_out_after_the_ttl(self) -> None:

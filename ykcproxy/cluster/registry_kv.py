@@ -242,9 +242,11 @@ class KvLink:
         self._ticks = 0
         #: Keys whose last write failed (NATS away): rewritten from the current state each tick.
         self._failed_keys: set[str] = set()
-        #: The entries of this rewrite cycle not yet rewritten, and how many go per tick.
+        #: The entries of this rewrite cycle not yet rewritten, how many go per tick, and the
+        #: tick the cycle started (the next one starts ``slices`` ticks later).
         self._cycle: list[PileEntry] = []
         self._per_tick = 1
+        self._cycle_start = 0
         self.started: Deferred[None] = Deferred()
 
     # -- reactor thread ---------------------------------------------------------
@@ -275,8 +277,8 @@ class KvLink:
             )
         tick, self._ticks = self._ticks, self._ticks + 1
         retry, self._failed_keys = self._failed_keys, set()
-        if not self._cycle:
-            self._cycle = self.entries()
+        if not self._cycle and tick - self._cycle_start >= self.slices:
+            self._cycle, self._cycle_start = self.entries(), tick
             self._per_tick = -(-len(self._cycle) // self.slices)
         some, self._cycle = self._cycle[: self._per_tick], self._cycle[self._per_tick :]
         for entry in some:
@@ -363,7 +365,7 @@ class KvLink:
                 if self._loop is not None:
                     self._loop.call_soon_threadsafe(self._delete_stale, key, self._revisions.get(key))
         self._revisions.clear()
-        self._ticks = 1
+        self._ticks = self._cycle_start = 1  # every entry was just written: the first cycle later
         self._refresh.start(self.tick, now=False)
         if not self.started.called:
             self.started.callback(None)
