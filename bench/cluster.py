@@ -12,12 +12,17 @@ by the instance asked (local), the others go to the holder by NATS (routed).
 Each command's latency is from the request to the end of its answer.
 
     python bench/cluster.py [--instances N] [--piles P] [--rate R] [--duration D] [--json out.json]
+
+``--gc-log`` records every process's garbage-collector pauses over 5 ms (see
+``bench/gcprobe/sitecustomize.py``) and lists the proxies' longest ones during the
+sending; ``--gc-freeze-at S`` has each proxy call ``gc.freeze()`` S seconds after its start.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import threading
@@ -188,6 +193,22 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def gc_pauses(work: Path, since: float) -> list[list[tuple[float, int, float]]]:
+    """Each proxy's collector pauses from ``since`` (unix s) on: (seconds after it, generation, ms)."""
+    out = []
+    for log in sorted(work.glob("gc-*.log")):
+        lines = log.read_text().splitlines()
+        if not lines or "run_proxy.py" not in lines[0]:
+            continue
+        ps = []
+        for line in lines[1:]:
+            at, what, ms = line.split()
+            if what.startswith("gen") and float(at) >= since:
+                ps.append((round(float(at) - since, 2), int(what[3:]), float(ms)))
+        out.append(ps)
+    return out
+
+
 def main() -> None:
     """Start the cluster and the simulators, send the commands, print the table."""
     p = argparse.ArgumentParser()
@@ -205,6 +226,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", default="")
     p.add_argument("--keep-logs", action="store_true")
+    p.add_argument("--gc-log", action="store_true", help="record the garbage collector's pauses")
+    p.add_argument("--gc-freeze-at", type=float, default=0, help="gc.freeze() in each proxy after S s")
     args = p.parse_args()
     raise_open_file_limit()
     machine = print_machine()
@@ -217,6 +240,13 @@ def main() -> None:
     sims: list[Sim] = []
     seen: list[dict[str, Any]] = [{} for _ in range(n)]
     with workdir(args.keep_logs) as work:
+        if args.gc_log or args.gc_freeze_at:
+            probe = str(Path(__file__).resolve().parent / "gcprobe")
+            old = os.environ.get("PYTHONPATH")
+            os.environ["PYTHONPATH"] = probe + (os.pathsep + old if old else "")
+            os.environ["YKC_GC_LOG_DIR"] = str(work)
+            if args.gc_freeze_at:
+                os.environ["YKC_GC_FREEZE_AT"] = f"{args.gc_freeze_at:g}"
         try:
             nats, nats_port, _ = start_nats(work, jetstream=True)
             procs.append(nats)
@@ -245,8 +275,10 @@ def main() -> None:
             meters = [CpuMeter(proc) for proc in procs]
             for m in meters:
                 m.start()
+            sending = time.time()
             raw = load([rest for _, rest in ports], piles, args)
             cpu = {m.proc.name: round(m.stop(), 3) for m in meters}
+            pauses = gc_pauses(work, sending) if args.gc_log or args.gc_freeze_at else None
         finally:
             for sim in sims:
                 sim.proc.stop()
@@ -256,6 +288,8 @@ def main() -> None:
     result["registrySeconds"] = round(registered, 1)
     result["allLoggedInSeconds"] = [s.get("allLoggedInSeconds") for s in seen]
     result["cpu"] = cpu
+    if pauses is not None:
+        result["gcPauses"] = pauses
     print()
     print(f"{'':<8} {'sent':>6} {'200':>6} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     nan = float("nan")
@@ -269,6 +303,9 @@ def main() -> None:
     print(f"routed - local: p50 {d['p50']} ms, p99 {d['p99']} ms")
     print(f"sent {result['sent']}, answered {result['answered']}, errors {result['errors'] or 'none'}")
     print("CPU share of one core: " + ", ".join(f"{k} {100 * v:.0f}%" for k, v in cpu.items()))
+    for i, ps in enumerate(pauses or []):
+        shown = ", ".join(f"{p[0]:.1f} s gen{p[1]} {p[2]:.0f} ms" for p in ps) or "none over 5 ms"
+        print(f"proxy {i} collector pauses while sending (s into the sending): {shown}")
     if args.json:
         Path(args.json).write_text(
             json.dumps({"machine": machine, "args": vars(args), "result": result}, indent=1)

@@ -35,7 +35,7 @@ class OverNats(TestCase):
         self.proxy = yield start_proxy(
             self,
             messaging=MessagingType.NONE,
-            cluster=self.nats.url,
+            cluster=f"{self.nats.url},{self.nats.url}",  # a list, as for a NATS cluster
             nats_commands=True,
             auto_verification=True,
         )

@@ -22,6 +22,8 @@ from tests.support import call, command_with_wait, settle, start_consumer
 from tests.test_crash import connect  # a raw-socket pile, logged in
 
 PILE = "32010200000001"
+#: A second pile on the killed instance that does not reconnect.
+LOST = "32010200000002"
 TTL = 3.0
 
 
@@ -69,8 +71,13 @@ class KilledInstance(TestCase):
         yield until_answer(rest["c"], "/cluster", lambda b: len(b["instances"]) == 3, timeout=20)
         link_a = yield connect(ports["a"][0], PILE)
         self.close_at_cleanup(link_a)
+        lost = yield connect(ports["a"][0], LOST)
+        self.close_at_cleanup(lost)
         yield until_answer(
-            rest["c"], "/piles", lambda b: [(p["id"], p["instance"]) for p in b] == [(PILE, "a")], TTL
+            rest["c"],
+            "/piles",
+            lambda b: sorted((p["id"], p["instance"]) for p in b) == [(PILE, "a"), (LOST, "a")],
+            TTL,
         )
         yield command_with_wait(self, rest["b"], link_a, PILE)
 
@@ -78,10 +85,23 @@ class KilledInstance(TestCase):
         yield procs["a"].ended
         link_b = yield connect(ports["b"][0], PILE)
         self.close_at_cleanup(link_b)
+        # The pile that came back is on B; after the TTL without A's heartbeat, A and the
+        # pile that did not come back are gone from the others' views.
         for name in "bc":
             yield until_answer(
-                rest[name], "/piles", lambda b: [(p["id"], p["instance"]) for p in b] == [(PILE, "b")], TTL
+                rest[name],
+                "/piles",
+                lambda b: [(p["id"], p["instance"]) for p in b] == [(PILE, "b")],
+                3 * TTL,
             )
+            yield until_answer(
+                rest[name],
+                "/cluster",
+                lambda b: sorted(i["instance"] for i in b["instances"]) == ["b", "c"],
+                TTL,
+            )
+        gone = yield call(rest["c"], "POST", "/proxy/92", {"id": LOST, "control": 1})
+        self.assertEqual(gone.code, 404, gone.body)
         one = yield call(rest["c"], "GET", f"/piles/{PILE}")
         self.assertEqual((one.code, one.body["instance"]), (200, "b"))
         yield command_with_wait(self, rest["c"], link_b, PILE)

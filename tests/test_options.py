@@ -114,6 +114,21 @@ class Cluster(TestCase):
         config = parse("--messagingServerType", "nats", "--natsCommands", "true", "--dataDir", self.mktemp())
         self.assertTrue(config.nats_commands)
 
+    def test_the_servers_of_a_nats_cluster(self):
+        from ykcproxy.cluster import connect_options, redact_servers
+        from ykcproxy.service import build_nats_commands
+
+        config = parse("--cluster", "n1:4222, nats://u:secret@n2:4222", "--dataDir", self.mktemp())
+        self.assertEqual(config.cluster, "nats://n1:4222,nats://u:secret@n2:4222")
+        options = connect_options(config.cluster, "", "")
+        self.assertEqual(options["servers"], ["nats://n1:4222", "nats://u:secret@n2:4222"])
+        self.assertEqual(redact_servers(config.cluster), "nats://n1:4222,nats://u:***@n2:4222")
+        # Without --cluster, the commands connect to every forwarding server, not the first only.
+        argv = ["--messagingServerType", "nats", "--servers", "a:4222,b:4222", "--natsCommands", "true"]
+        forwarding = parse(*argv, "--dataDir", self.mktemp())
+        commands = build_nats_commands(forwarding, None, None).commands
+        self.assertEqual(commands.server, "nats://a:4222,nats://b:4222")
+
 
 def parse_with(argv: list[str], environ: dict[str, str] | None = None) -> Options:
     options = Options(environ=environ or {})

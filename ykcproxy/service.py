@@ -317,7 +317,7 @@ def build_nats_commands(config: ProxyConfig, reactor: Any, runner: Any) -> Any:
         return None
     from ykcproxy.cluster.commands import NatsCommands, NatsCommandsService
 
-    server = config.cluster or config.servers[0]
+    server = config.cluster or ",".join(config.servers)
     commands = NatsCommands(
         runner,
         reactor,
@@ -420,7 +420,7 @@ class ProxyService(MultiService):
             from ykcproxy.api.session_handlers import SessionHandlers
             from ykcproxy.cluster.commands import NatsCommands, NatsCommandsService
             from ykcproxy.cluster.registry_kv import route_prefix
-            from ykcproxy.cluster.service import SESSION_LOOKUP
+            from ykcproxy.cluster.service import SESSION_LIST, SESSION_LOOKUP
 
             self.api.cluster_view = self.cluster.view
             self.api.cluster_piles = self.cluster.other_piles
@@ -440,6 +440,10 @@ class ProxyService(MultiService):
             sessions.elsewhere = self.cluster.find_session
             self.cluster.local_session = sessions.local_session
             routed.lookups[SESSION_LOOKUP] = self.cluster.answer_session
+            # GET /sessions (the list) merges the pages of every instance.
+            sessions.elsewhere_list = self.cluster.list_sessions
+            self.cluster.local_list = sessions.local_list
+            routed.lookups[SESSION_LIST] = self.cluster.answer_session_list
             self.routed_commands = NatsCommandsService(routed)
             self.routed_commands.setServiceParent(self)
         self.nats_commands = build_nats_commands(config, reactor, self.api.runner)

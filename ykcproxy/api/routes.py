@@ -247,6 +247,12 @@ ROUTES: tuple[Route, ...] = (
                     "properties": {
                         "sessions": {"type": "array", "items": schemas.SESSION},
                         "next": {"type": ["string", "null"]},
+                        "unanswered": {
+                            "type": "array",
+                            "items": {"type": "string"},
+                            "description": "cluster mode: the instances whose orders are missing"
+                            " (they did not answer within 2 s)",
+                        },
                     },
                     "required": ["sessions", "next"],
                 },

@@ -20,8 +20,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from ykcproxy.api.commands import CommandRunner
-from ykcproxy.cluster import connect_options
-from ykcproxy.forward.nats import redact_server
+from ykcproxy.cluster import connect_options, redact_servers
 
 __all__ = ["NatsCommands", "NatsCommandsService", "decode_request"]
 
@@ -82,7 +81,7 @@ class NatsCommands:
         self.log.info(
             "NATS commands on {subject} via {server}",
             subject=f"{self.prefix}.<ft>",
-            server=redact_server(self.server),
+            server=redact_servers(self.server),
         )
         return self._started
 
@@ -173,7 +172,7 @@ class NatsCommands:
     def _fail(self, message: str) -> None:
         if self._started is not None and not self._started.called:
             self._started.errback(
-                RuntimeError(f"NATS commands: cannot connect to {redact_server(self.server)}: {message}")
+                RuntimeError(f"NATS commands: cannot connect to {redact_servers(self.server)}: {message}")
             )
 
 

@@ -2,10 +2,14 @@
 
 Each instance writes ``pile.<id>`` (instance, remote, connected since) when a
 login is accepted and deletes it when the pile goes offline, and rewrites its
-entries and its ``instance.<hex name>`` heartbeat every third of
-``--clusterTtl``; the bucket's TTL is ``--clusterTtl``, so a dead instance's
-entries expire.  A watch on the bucket keeps :class:`Directory` current and
-tells the registry when one of its piles logged in on another instance
+``instance.<hex name>`` heartbeat every third of ``--clusterTtl``.  A pile entry
+counts while its instance's heartbeat does: an instance not heard from for
+``--clusterTtl`` drops out of every :class:`Directory`, and its piles with it.
+So the periodic work is one write per instance, whatever the number of piles;
+the pile entries are only rewritten every third of :data:`ENTRY_LIFETIME`, the
+bucket's TTL, which clears the entries of instances that never come back.  A
+watch on the bucket keeps :class:`Directory` current and tells the registry when
+one of its piles logged in on another instance
 (:meth:`~ykcproxy.pile.registry.Registry.move_away`).
 
 nats-py runs in its own asyncio loop on a daemon thread; the reactor thread
@@ -28,10 +32,23 @@ from twisted.logger import Logger
 
 from ykcproxy.cluster import connect_options
 
-__all__ = ["BUCKET", "Directory", "InstanceBeat", "KvLink", "PileEntry", "instance_key", "pile_key"]
+__all__ = [
+    "BUCKET",
+    "ENTRY_LIFETIME",
+    "Directory",
+    "InstanceBeat",
+    "KvLink",
+    "PileEntry",
+    "instance_key",
+    "pile_key",
+]
 
 #: The bucket of the pile entries and the instance heartbeats.
 BUCKET = "ykcproxy_piles"
+
+#: Seconds a value lives in the bucket (its TTL; at least three ``--clusterTtl``): the
+#: entries of an instance that never comes back are gone from the bucket after this.
+ENTRY_LIFETIME = 3600.0
 
 
 def pile_key(pile_id: str) -> str:
@@ -94,18 +111,31 @@ class InstanceBeat:
 class Directory:
     """The cluster's piles and instances as last seen by the watch (reactor thread).
 
+    A pile entry counts while its instance is live: this instance, or one whose
+    heartbeat was heard within ``ttl`` seconds (:meth:`expire` drops the others).
+    The entries of an instance that dropped out are kept aside and count again if
+    its heartbeat comes back (a NATS partition that healed).
+
     :param me: this instance's name.
     :param on_moved: called with a pile id and the other instance's login time whenever another
         instance writes that it holds the pile (the caller checks whether it holds it too).
+    :param ttl: seconds an instance stays live without a heartbeat.
     """
 
     me: str
     on_moved: Callable[[str, float], Any]
+    ttl: float = float("inf")
     piles: dict[str, PileEntry] = attrs.Factory(dict)
     instances: dict[str, InstanceBeat] = attrs.Factory(dict)
+    #: When each instance's heartbeat was last heard (this instance's clock).
+    heard: dict[str, float] = attrs.Factory(dict)
 
-    def update(self, key: str, value: bytes | None) -> None:
-        """A watch update: ``value`` None when the key was deleted or expired."""
+    def update(self, key: str, value: bytes | None, now: float = 0.0, initial: bool = False) -> None:
+        """A watch update: ``value`` None when the key was deleted.
+
+        ``now`` is when it arrived; ``initial`` says it is one of the values the watch
+        found at start, whose heartbeat counts from when it was written (no later than now).
+        """
         kind, _, name = key.partition(".")
         try:
             if kind == "pile":
@@ -118,27 +148,52 @@ class Directory:
                     self.on_moved(name, entry.since)
             elif kind == "instance":
                 if value is None:
-                    self.instances = {k: v for k, v in self.instances.items() if instance_key(k) != key}
+                    for gone in [k for k in self.instances if instance_key(k) == key]:
+                        self._drop(gone)
                     return
                 beat = InstanceBeat.decode(value)
                 self.instances[beat.instance] = beat
+                self.heard[beat.instance] = min(now, beat.at) if initial else now
         except (ValueError, KeyError, TypeError):
             Logger().warn("cluster: ignoring a malformed entry {key}", key=key)
 
+    def _drop(self, instance: str) -> None:
+        self.instances.pop(instance, None)
+        self.heard.pop(instance, None)
+
+    def expire(self, now: float) -> list[str]:
+        """Drop the instances not heard from for ``ttl`` seconds; returns their names."""
+        gone = [k for k, at in self.heard.items() if k != self.me and now - at > self.ttl]
+        for name in gone:
+            self._drop(name)
+        return gone
+
+    def live(self, instance: str) -> bool:
+        """Whether ``instance`` counts: this one, or one whose heartbeat is current."""
+        return instance == self.me or instance in self.instances
+
+    def held(self) -> list[PileEntry]:
+        """The entries of live instances."""
+        return [e for e in self.piles.values() if self.live(e.instance)]
+
     def holder(self, pile_id: str) -> str | None:
-        """The instance holding ``pile_id``, if any."""
+        """The live instance holding ``pile_id``, if any."""
         entry = self.piles.get(pile_id)
-        return entry.instance if entry is not None else None
+        return entry.instance if entry is not None and self.live(entry.instance) else None
 
     def counts(self) -> dict[str, int]:
-        """Piles per instance, as the entries say."""
+        """Piles per live instance, as the entries say."""
         out: dict[str, int] = {}
-        for entry in self.piles.values():
+        for entry in self.held():
             out[entry.instance] = out.get(entry.instance, 0) + 1
         return out
 
 
-#: Seconds between two slices of the registry refresh (at most; shorter for short TTLs).
+#: Seconds a stopping instance waits for NATS to take the deletion of its heartbeat.
+STOP_TIMEOUT = 2.0
+
+#: Seconds between two ticks of the refresh (at most; shorter for short TTLs): each tick
+#: expires silent instances, retries failed writes and rewrites a slice of the entries.
 REFRESH_TICK = 0.5
 
 
@@ -146,6 +201,7 @@ class KvLink:
     """The bucket over NATS, on its own asyncio thread.
 
     :param entries: gives this instance's current pile entries (for the refresh).
+    :param ttl: ``--clusterTtl``: the heartbeat is written every third of it.
     """
 
     log = Logger()
@@ -169,14 +225,28 @@ class KvLink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._kv: Any = None
         self._nc: Any = None
+        #: Writes in flight per key (loop thread): only a key's latest write is redone.
+        self._generation: dict[str, int] = {}
+        #: The revisions of the values the watch found at start (reactor thread, until ready).
+        self._revisions: dict[str, int] = {}
+        self.directory.ttl = ttl
+        #: The bucket's TTL: the pile entries are rewritten every third of it.
+        self.lifetime = max(ENTRY_LIFETIME, 3 * ttl)
         self._refresh = LoopingCall(self.refresh)
         self._refresh.clock = reactor
-        #: The refresh is spread over the ``ttl / 3`` cycle: each tick rewrites one
-        #: slice of the entries, so that no tick floods the bucket (and the watches
-        #: of every instance) with all of them at once.
         self.tick = min(REFRESH_TICK, ttl / 3)
-        self.slices = max(1, round(ttl / 3 / self.tick))
+        #: Ticks between two heartbeats (``ttl / 3``).
+        self.beat_every = max(1, round(ttl / 3 / self.tick))
+        #: Ticks per rewrite cycle of the entries (each once per ``lifetime / 3``).
+        self.slices = max(1, round(self.lifetime / 3 / self.tick))
         self._ticks = 0
+        #: Keys whose last write failed (NATS away): rewritten from the current state each tick.
+        self._failed_keys: set[str] = set()
+        #: The entries of this rewrite cycle not yet rewritten, how many go per tick, and the
+        #: tick the cycle started (the next one starts ``slices`` ticks later).
+        self._cycle: list[PileEntry] = []
+        self._per_tick = 1
+        self._cycle_start = 0
         self.started: Deferred[None] = Deferred()
 
     # -- reactor thread ---------------------------------------------------------
@@ -195,28 +265,58 @@ class KvLink:
         self._submit(pile_key(pile_id), None)
 
     def refresh(self) -> None:
-        """Rewrite one slice of this instance's entries; each cycle, the heartbeat too.
+        """One tick: drop silent instances, the heartbeat every ``ttl / 3``, a slice of the entries.
 
-        Every entry is rewritten once per ``ttl / 3`` (they expire after the TTL otherwise).
+        Every entry is rewritten once per ``lifetime / 3`` (the bucket forgets it after
+        ``lifetime``); a write that failed is redone from the current state.
         """
-        mine = self.entries()
-        slice_, self._ticks = self._ticks % self.slices, self._ticks + 1
-        for entry in mine:
-            if hash(entry.pile_id) % self.slices == slice_:
+        now = self.reactor.seconds()
+        for name in self.directory.expire(now):
+            self.log.info(
+                "cluster: instance {instance} not heard from for {ttl} s", instance=name, ttl=self.ttl
+            )
+        tick, self._ticks = self._ticks, self._ticks + 1
+        retry, self._failed_keys = self._failed_keys, set()
+        if not self._cycle and tick - self._cycle_start >= self.slices:
+            self._cycle, self._cycle_start = self.entries(), tick
+            self._per_tick = -(-len(self._cycle) // self.slices)
+        some, self._cycle = self._cycle[: self._per_tick], self._cycle[self._per_tick :]
+        for entry in some:
+            if self.directory.piles.get(entry.pile_id) == entry:  # still held, by the same login
                 self.put(entry)
-        if slice_ == 0:
-            beat = InstanceBeat(self.directory.me, len(mine), self.reactor.seconds())
-            self._submit(instance_key(self.directory.me), beat.encode())
+        me = instance_key(self.directory.me)
+        if retry - {me}:
+            held = {pile_key(e.pile_id): e for e in self.entries()}
+            for key in retry - {me}:
+                if key in held:
+                    self.put(held[key])
+                elif self.directory.holder(key.partition(".")[2]) in (self.directory.me, None):
+                    self._submit(key, None)  # a pile no longer held here: its delete failed
+        if tick % self.beat_every == 0 or me in retry:
+            self.beat(now)
+
+    def beat(self, now: float) -> None:
+        """Write this instance's heartbeat."""
+        count = sum(1 for e in self.directory.piles.values() if e.instance == self.directory.me)
+        beat = InstanceBeat(self.directory.me, count, now)
+        self._submit(instance_key(self.directory.me), beat.encode())
 
     def stop(self) -> None:
-        """Stop refreshing and end the loop thread (the entries expire or are replaced)."""
+        """Stop refreshing, delete the heartbeat (the others drop this instance at once) and end
+        the loop thread. Writes handed over before are sent first."""
         if self._refresh.running:
             self._refresh.stop()
-        loop = self._loop
+        loop, self._loop = self._loop, None
         if loop is None:
             return
+        me = instance_key(self.directory.me)
 
         async def close() -> None:
+            try:
+                if self._kv is not None:
+                    await asyncio.wait_for(self._kv.delete(me), STOP_TIMEOUT)
+            except Exception:  # noqa: BLE001 - it expires after the TTL instead
+                pass
             try:
                 if self._nc is not None:
                     await self._nc.close()
@@ -250,7 +350,23 @@ class KvLink:
             self._loop.call_soon_threadsafe(self._write, key, value)
 
     def _ready(self) -> None:
-        self._refresh.start(self.tick, now=True)
+        # The piles that logged in before the bucket was usable, then the ticks (heartbeat first).
+        self.beat(self.reactor.seconds())
+        held = self.entries()
+        for entry in held:
+            self.put(entry)
+        # Entries of this instance's name that it does not hold: left by its previous run.
+        # Deleted only if still at the revision seen (not if another instance took the pile since).
+        ids = {e.pile_id for e in held}
+        for pile_id, entry in list(self.directory.piles.items()):
+            if entry.instance == self.directory.me and pile_id not in ids:
+                key = pile_key(pile_id)
+                self.directory.piles.pop(pile_id)
+                if self._loop is not None:
+                    self._loop.call_soon_threadsafe(self._delete_stale, key, self._revisions.get(key))
+        self._revisions.clear()
+        self._ticks = self._cycle_start = 1  # every entry was just written: the first cycle later
+        self._refresh.start(self.tick, now=False)
         if not self.started.called:
             self.started.callback(None)
 
@@ -260,19 +376,40 @@ class KvLink:
             self.started.errback(RuntimeError(message))
 
     # -- loop thread ------------------------------------------------------------
+    def _delete_stale(self, key: str, revision: int | None) -> None:
+        async def delete() -> None:
+            try:
+                await self._kv.delete(key, last=revision)
+            except Exception:  # noqa: BLE001 - written since by another instance: theirs stays
+                pass
+
+        if self._kv is not None and revision:
+            asyncio.ensure_future(delete())
+
     def _write(self, key: str, value: bytes | None) -> None:
         if self._kv is None:
             return
-        if value is None:
-            asyncio.ensure_future(self._kv.delete(key))
-        else:
-            asyncio.ensure_future(self._kv.put(key, value))
+        self._generation[key] = generation = self._generation.get(key, 0) + 1
+        asyncio.ensure_future(self._write_one(key, value, generation))
+
+    async def _write_one(self, key: str, value: bytes | None, generation: int) -> None:
+        try:
+            if value is None:
+                await self._kv.delete(key)
+            else:
+                await self._kv.put(key, value)
+        except Exception:  # noqa: BLE001 - redone by the next tick unless written again since
+            if self._generation.get(key) == generation:
+                self.reactor.callFromThread(self._failed_keys.add, key)
+        if self._generation.get(key) == generation:
+            del self._generation[key]
 
     def _thread_main(self) -> None:
-        assert self._loop is not None
-        asyncio.set_event_loop(self._loop)
-        self._loop.create_task(self._run())
-        self._loop.run_forever()
+        loop = self._loop
+        assert loop is not None
+        asyncio.set_event_loop(loop)
+        loop.create_task(self._run())
+        loop.run_forever()
 
     async def _run(self) -> None:
         import nats
@@ -281,7 +418,7 @@ class KvLink:
         try:
             self._nc = await nats.connect(**options)
             js = self._nc.jetstream()
-            self._kv = await js.create_key_value(bucket=BUCKET, ttl=self.ttl)
+            self._kv = await js.create_key_value(bucket=BUCKET, ttl=self.lifetime)
             watcher = await self._kv.watchall()
         except Exception as e:  # noqa: BLE001 - reported to the reactor
             self.reactor.callFromThread(self._failed, f"cannot use the KV bucket on the cluster NATS: {e}")
@@ -300,4 +437,9 @@ class KvLink:
                     self.reactor.callFromThread(self._ready)
                 continue
             value = None if entry.operation in ("DEL", "PURGE") else entry.value
-            self.reactor.callFromThread(self.directory.update, entry.key, value)
+            self.reactor.callFromThread(self._update, entry.key, value, not current, entry.revision)
+
+    def _update(self, key: str, value: bytes | None, initial: bool, revision: int | None = None) -> None:
+        if initial and revision:
+            self._revisions[key] = revision
+        self.directory.update(key, value, self.reactor.seconds(), initial)

@@ -7,23 +7,27 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.logger import Logger
 
+from ykcproxy.cluster import redact_servers
 from ykcproxy.cluster.registry_kv import Directory, KvLink, PileEntry, route_prefix
 from ykcproxy.config import ProxyConfig
-from ykcproxy.forward.nats import redact_server
 from ykcproxy.pile.registry import MOVED
 from ykcproxy.pile.server import PileServerFactory
 from ykcproxy.pile.session import PileSession
 
-__all__ = ["ROUTE_GRACE", "SESSION_LOOKUP", "SESSION_TIMEOUT", "ClusterService"]
+__all__ = ["ROUTE_GRACE", "SESSION_LIST", "SESSION_LOOKUP", "SESSION_TIMEOUT", "ClusterService"]
 
 #: Seconds beyond a command's wait the holding instance may take to answer (else 503).
 ROUTE_GRACE = 5.0
 
 #: The request asking an instance for an order: ``ykcproxy.route.<hex instance>.sessions``.
 SESSION_LOOKUP = "sessions"
+
+#: The request asking an instance for its page of ``GET /sessions``:
+#: ``ykcproxy.route.<hex instance>.sessions-list``, payload ``{"query": {<the query arguments>}}``.
+SESSION_LIST = "sessions-list"
 
 #: Seconds each instance has to answer a session lookup (no answer counts as "not here").
 SESSION_TIMEOUT = 2.0
@@ -49,6 +53,8 @@ class ClusterService(Service):
         )
         #: This instance's own order lookup (``tradeSeq`` -> the order or None), set with the REST API.
         self.local_session: Callable[[str], Deferred[dict[str, Any] | None]] | None = None
+        #: This instance's page of a ``GET /sessions`` query (its arguments), set with the REST API.
+        self.local_list: Callable[[dict[str, str]], Deferred[dict[str, Any]]] | None = None
         registry = piles.registry
         online, offline = registry.on_online, registry.on_offline
 
@@ -156,11 +162,63 @@ class ClusterService(Service):
             return 404, {"message": f"no session {trade_seq} on {self.me}"}
         return 200, {"session": found}
 
+    def list_sessions(self, args: dict[str, str]) -> Deferred[tuple[list[dict[str, Any]], list[str]]]:
+        """Ask every other live instance for its page of a ``GET /sessions`` query.
+
+        Fires with the pages and the names of the instances that gave none within
+        :data:`SESSION_TIMEOUT` (gone, or not answering).
+        """
+        others = [name for name in self.directory.instances if name != self.me]
+        payload = json.dumps({"query": args}).encode()
+
+        def ask(name: str) -> Deferred[Any]:
+            d = self.link.request(f"{route_prefix(name)}.{SESSION_LIST}", payload, SESSION_TIMEOUT)
+
+            def got(data: bytes) -> Any:
+                answer = json.loads(data)
+                if not isinstance(answer, dict) or answer.get("status") != 200:
+                    raise ValueError(f"instance {name} answered {str(answer)[:200]}")
+                return answer
+
+            return d.addCallback(got)
+
+        def gathered(results: list[tuple[bool, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+            pages = [r for ok, r in results if ok]
+            missing = [name for name, (ok, _) in zip(others, results, strict=True) if not ok]
+            for name, (ok, failure) in zip(others, results, strict=True):
+                if not ok:
+                    log.warn(
+                        "cluster: no sessions from {instance}: {why}",
+                        instance=name,
+                        why=failure.getErrorMessage(),
+                    )
+            return pages, missing
+
+        return DeferredList([ask(name) for name in others], consumeErrors=True).addCallback(gathered)
+
+    @inlineCallbacks
+    def answer_session_list(self, payload: bytes) -> Any:
+        """Another instance's ``GET /sessions`` query: ``(200, {"sessions": [...], "next": ...})``."""
+        try:
+            args = json.loads(payload)["query"]
+            if not isinstance(args, dict):
+                raise TypeError
+            args = {str(k): str(v) for k, v in args.items()}
+        except (ValueError, KeyError, TypeError):
+            return 400, {"message": 'body: must be {"query": {...}}'}
+        if self.local_list is None:
+            return 200, {"sessions": [], "next": None}
+        try:
+            found = yield self.local_list(args)
+        except ValueError as e:
+            return 400, {"message": str(e)}
+        return 200, found
+
     def other_piles(self) -> list[dict[str, Any]]:
         """The piles other instances hold, as ``GET /piles`` shows them."""
         return [
             {"id": e.pile_id, "instance": e.instance, "remote": e.remote, "connectedAt": int(e.since * 1000)}
-            for e in self.directory.piles.values()
+            for e in self.directory.held()
             if e.instance != self.me
         ]
 
@@ -179,7 +237,7 @@ class ClusterService(Service):
         log.info(
             "cluster: instance {instance} on {server}",
             instance=self.me,
-            server=redact_server(self.link.server),
+            server=redact_servers(self.link.server),
         )
         self.link.start().addErrback(lambda f: None)
 

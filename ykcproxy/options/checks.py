@@ -172,7 +172,8 @@ def _check_cluster(values: dict[str, Any], messaging: MessagingType) -> None:
 
     if values["cluster"]:
         try:
-            values["cluster"] = normalize_server(values["cluster"])
+            servers = [s for s in values["cluster"].split(",") if s.strip()]
+            values["cluster"] = ",".join(normalize_server(s) for s in servers)
         except ValueError as e:
             raise SettingsError(f"--cluster: {e}") from None
     if _BAD_INSTANCE_CHARS & set(values["instanceId"]):

@@ -405,8 +405,9 @@ OPTIONS: tuple[Option, ...] = (
         "cluster",
         Text(),
         "",
-        "NATS address (nats:// or tls://) of the shared engine: JetStream KV of who holds which pile, "
-        "and request/reply between instances; --username/--password as for forwarding. Empty: off.",
+        "NATS address (nats:// or tls://; comma-separated, the servers of one NATS cluster) of the shared "
+        "engine: JetStream KV of who holds which pile, and request/reply between instances; "
+        "--username/--password as for forwarding. Empty: off.",
         CLUSTER,
         "cluster",
     ),
@@ -423,7 +424,8 @@ OPTIONS: tuple[Option, ...] = (
         "clusterTtl",
         Seconds(),
         15.0,
-        "Seconds a pile entry of an instance that stopped refreshing lives on (refreshed every third of it).",
+        "Seconds an instance and its piles stay in the cluster's view without its heartbeat"
+        " (written every third of it).",
         CLUSTER,
         "cluster_ttl",
     ),
@@ -432,7 +434,7 @@ OPTIONS: tuple[Option, ...] = (
         Flag(),
         False,
         "Take commands as NATS requests on <commandSubjectPrefix>.<ft> "
-        "(over --cluster, else the forwarding NATS connection).",
+        "(over the --cluster servers, else the forwarding NATS servers).",
         CLUSTER,
         "nats_commands",
     ),

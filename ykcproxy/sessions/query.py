@@ -161,11 +161,31 @@ def page(
     """One page of :func:`list_sessions` for a checked ``query``."""
     candidates = [order.message() for order in tracker.sessions() if query.matches(order)]
     candidates += [dict(view) for view in stored if tracker.get(view["tradeSeq"]) is None]
+    return _one_page(query, candidates)
+
+
+def merge_pages(query: SessionQuery, pages: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One page of ``query`` from the pages several instances gave for it (cluster mode).
+
+    An order in more than one page counts once, as the first page has it. There is a
+    next page when the merged orders are more than ``limit`` or any page had a next one.
+    """
+    seen: set[str] = set()
+    candidates = []
+    for one in pages:
+        for view in one.get("sessions", ()):
+            if view["tradeSeq"] not in seen:
+                seen.add(view["tradeSeq"])
+                candidates.append(view)
+    return _one_page(query, candidates, any(one.get("next") for one in pages))
+
+
+def _one_page(query: SessionQuery, candidates: list[Any], more: bool = False) -> dict[str, Any]:
     found = heapq.nlargest(
         query.limit + 1, candidates, key=lambda view: (view["startedAt"], view["tradeSeq"])
     )
     shown = found[: query.limit]
-    more = len(found) > query.limit
+    more = more or len(found) > query.limit
     last = shown[-1] if shown else None
     return {
         "sessions": shown,
