@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import sqlite3
+
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import Clock
@@ -53,6 +57,50 @@ class StoreTests(TestCase):
         again.confirm(ts)
         self.assertEqual(again.state(ts), "settled")
         self.assertNotIn("unseen-start", again.kinds(ts))
+
+    @inlineCallbacks
+    def test_energy_alone_is_written_as_progress(self) -> None:
+        directory = self.mktemp()
+        h = Harness()
+        store, writer = self.writing(h, directory)
+        ts = trade(7)
+        h.charge(ts)
+        h.realtime(ts, energy=100)
+        yield writer.flush()
+        h.realtime(ts, energy=2500)
+        self.assertEqual(writer._dirty, set(), "energy moving marks no whole document")
+        self.assertEqual(len(writer._progressed), 1)
+        yield writer.flush()
+        stored = yield store.get(ts)
+        self.assertEqual(stored["energy"], 2500)
+        yield store.close()
+        again = Harness()
+        reopened = self.store(directory)
+        restore_into(again.tracker, reopened.open())
+        self.assertEqual(again.tracker.get(ts).energy, 2500)  # type: ignore[union-attr]
+
+    @inlineCallbacks
+    def test_a_file_of_the_first_schema_is_upgraded(self) -> None:
+        directory = self.mktemp()
+        os.makedirs(directory)
+        db = sqlite3.connect(os.path.join(directory, "sessions.sqlite3"))
+        db.execute(
+            "CREATE TABLE sessions (trade_seq TEXT PRIMARY KEY, pile_id TEXT NOT NULL, gun_id TEXT NOT NULL,"
+            " state TEXT NOT NULL, started_at INTEGER NOT NULL, ended_at INTEGER,"
+            " updated_at INTEGER NOT NULL, live INTEGER NOT NULL, rules TEXT NOT NULL,"
+            " kinds TEXT NOT NULL, document TEXT NOT NULL)"
+        )
+        detail = {"tradeSeq": "T1", "energy": 7, "amount": 8}
+        db.execute(
+            "INSERT INTO sessions VALUES ('T1', 'P', '01', 'ended', 1, 2, 3, 0, '', '', ?)",
+            (json.dumps({"detail": detail}),),
+        )
+        db.commit()
+        db.close()
+        store = self.store(directory)
+        self.assertEqual(store.open(), [])
+        stored = yield store.get("T1")
+        self.assertEqual(stored, detail)
 
     @inlineCallbacks
     def test_billing_model_survives_a_restart(self) -> None:

@@ -3,7 +3,9 @@
 The tracker only marks the orders it changes (a set add on the 0x13 path);
 :class:`SessionWriter` writes the marked ones in one batch every ``interval``
 seconds, and ``soon`` seconds after a state change or anomaly.  Never one
-write per frame.
+write per frame.  An order whose energy and amount only moved is written as
+those two numbers, not as its whole document: with thousands of orders
+charging, the reactor thread builds one small tuple per order a second.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class SessionWriter:
         self.clock = clock
         self.soon = soon
         self._dirty: set[Session] = set()
+        self._progressed: set[Session] = set()
         self._models: dict[str, dict[str, Any]] = {}
         self._call: IDelayedCall | None = None
         #: Batches written so far.
@@ -45,6 +48,7 @@ class SessionWriter:
     def attach(self) -> None:
         """Have the tracker mark its changed orders for this writer."""
         self.tracker.dirty = self._dirty
+        self.tracker.progressed = self._progressed
         self.tracker.on_change = self._changed
         self.tracker.on_model = self._model_changed
 
@@ -64,17 +68,20 @@ class SessionWriter:
             if self._call.active():
                 self._call.cancel()
             self._call = None
-        if not self._dirty and not self._models:
+        dirty, progressed = self._dirty, self._progressed
+        if not dirty and not progressed and not self._models:
             return succeed(None)
         tracker = self.tracker
         batch = [
             snapshot.take(o, tracker.is_live(o), tracker.is_current(o), tracker.timer_deadlines(o))
-            for o in self._dirty
+            for o in dirty
         ]
+        progress = [(o.energy, o.amount, o.trade_seq) for o in progressed if o not in dirty]
         models, self._models = self._models, {}
-        self._dirty.clear()
+        dirty.clear()
+        progressed.clear()
         self.flushes += 1
-        return self.store.write(batch, models)
+        return self.store.write(batch, models, progress)
 
 
 def restore_into(tracker: SessionTracker, documents: list[dict[str, Any]]) -> int:

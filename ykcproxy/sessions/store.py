@@ -36,7 +36,9 @@ CREATE TABLE IF NOT EXISTS sessions (
     live INTEGER NOT NULL,
     rules TEXT NOT NULL,
     kinds TEXT NOT NULL,
-    document TEXT NOT NULL
+    document TEXT NOT NULL,
+    energy INTEGER,
+    amount INTEGER
 );
 CREATE INDEX IF NOT EXISTS sessions_started ON sessions (started_at);
 CREATE INDEX IF NOT EXISTS sessions_live ON sessions (live, updated_at);
@@ -51,8 +53,17 @@ UPSERT_MODEL = "INSERT OR REPLACE INTO billing_models (pile_id, updated_at, mode
 
 UPSERT = (
     "INSERT OR REPLACE INTO sessions (trade_seq, pile_id, gun_id, state, started_at, ended_at, "
-    "updated_at, live, rules, kinds, document) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "updated_at, live, rules, kinds, document, energy, amount) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+
+#: Energy and amount of a charging order, newer than its document.
+PROGRESS = "UPDATE sessions SET energy = ?, amount = ? WHERE trade_seq = ?"
+
+#: Columns added since the first schema: (name, declaration).
+ADDED_COLUMNS = (("energy", "INTEGER"), ("amount", "INTEGER"))
+
+#: A stored order's document, and its energy and amount (newer than the document's).
+DOCUMENT = "SELECT document, energy, amount FROM sessions"
 
 
 class SessionStore:
@@ -79,12 +90,16 @@ class SessionStore:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(SCHEMA)
-        rows = db.execute("SELECT document FROM sessions WHERE live = 1 ORDER BY started_at").fetchall()
+        present = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
+        for name, declaration in ADDED_COLUMNS:
+            if name not in present:
+                db.execute(f"ALTER TABLE sessions ADD COLUMN {name} {declaration}")
+        rows = db.execute(f"{DOCUMENT} WHERE live = 1 ORDER BY started_at").fetchall()
         self._db = db
         pool = ThreadPool(1, 1, name="ykcproxy-sessions")
         pool.start()
         self._pool = pool
-        return [json.loads(document) for (document,) in rows]
+        return [_document(row) for row in rows]
 
     def billing_models(self) -> dict[str, dict[str, Any]]:
         """Pile → its last billing model, read synchronously (at start, right after :meth:`open`)."""
@@ -97,11 +112,15 @@ class SessionStore:
         return deferToThreadPool(self._reactor, self._pool, fn, *args)
 
     def write(
-        self, snapshots: list[Snapshot], models: dict[str, dict[str, Any]] | None = None
+        self,
+        snapshots: list[Snapshot],
+        models: dict[str, dict[str, Any]] | None = None,
+        progress: list[tuple[int, int, str]] | None = None,
     ) -> Deferred[None]:
-        """Write the snapshots and billing models (pile → model) in one transaction.
+        """Write snapshots, billing models (pile → model) and progress in one transaction.
 
-        JSON is encoded in the worker thread.
+        ``progress`` holds ``(energy, amount, tradeSeq)`` of orders whose
+        document is unchanged.  JSON is encoded in the worker thread.
         """
         now = int(self._clock.seconds() * 1000)
 
@@ -121,6 +140,8 @@ class SessionStore:
                     s.rules,
                     s.kinds,
                     json.dumps(s.document, separators=(",", ":")),
+                    s.document["detail"]["energy"],
+                    s.document["detail"]["amount"],
                 )
                 for s in snapshots
             ]
@@ -132,6 +153,7 @@ class SessionStore:
                 db.execute("BEGIN")
                 db.executemany(UPSERT, rows)
                 db.executemany(UPSERT_MODEL, model_rows)
+                db.executemany(PROGRESS, progress or ())
 
         return self._run(write)
 
@@ -140,10 +162,8 @@ class SessionStore:
 
         def read() -> dict[str, Any] | None:
             assert self._db is not None
-            row = self._db.execute(
-                "SELECT document FROM sessions WHERE trade_seq = ?", (trade_seq,)
-            ).fetchone()
-            return json.loads(row[0])["detail"] if row else None
+            row = self._db.execute(f"{DOCUMENT} WHERE trade_seq = ?", (trade_seq,)).fetchone()
+            return _document(row)["detail"] if row else None
 
         return self._run(read)
 
@@ -154,7 +174,7 @@ class SessionStore:
         """
         where, values = _where(query)
         sql = (
-            "SELECT document FROM sessions"
+            DOCUMENT
             + (" WHERE " + " AND ".join(where) if where else "")
             + " ORDER BY started_at DESC, trade_seq DESC LIMIT ?"
         )
@@ -162,7 +182,7 @@ class SessionStore:
 
         def read() -> list[dict[str, Any]]:
             assert self._db is not None
-            return [_listed(json.loads(row[0])["detail"]) for row in self._db.execute(sql, values)]
+            return [_listed(_document(row)["detail"]) for row in self._db.execute(sql, values)]
 
         return self._run(read)
 
@@ -203,6 +223,17 @@ class SessionStore:
 
 #: The keys of an order in a ``GET /sessions`` list (the ``session`` message body).
 LISTED = ("tradeSeq", "id", "gunId", "state", "startedAt", "endedAt", "energy", "amount", "anomalies")
+
+
+def _document(row: tuple[str, int | None, int | None]) -> dict[str, Any]:
+    """A stored document with the energy and amount of its row (written since, when charging)."""
+    document: dict[str, Any] = json.loads(row[0])
+    detail = document["detail"]
+    if row[1] is not None:
+        detail["energy"] = row[1]
+    if row[2] is not None:
+        detail["amount"] = row[2]
+    return document
 
 
 def _listed(detail: dict[str, Any]) -> dict[str, Any]:

@@ -254,6 +254,8 @@ class SessionTracker:
         self._pending_models: dict[str, dict[str, Any]] = {}  # pile → 0x58 awaiting its 0x57
         #: Set by a session store: the orders changed since its last flush (write-behind).
         self.dirty: set[Session] | None = None
+        #: Set by a session store: the orders whose energy and amount only moved (a 0x13).
+        self.progressed: set[Session] | None = None
         #: Set by a session store: called on every state change or anomaly (flush soon).
         self.on_change: Callable[[Session], None] | None = None
         #: Set by a session store: called with (pile, model) when a pile's billing model changes.
@@ -532,9 +534,9 @@ class SessionTracker:
             order.energy = f["chargingDegrees"]
             order.amount = f["chargedAmount"]
             order.charging_seen = True
-            dirty = self.dirty
-            if dirty is not None:
-                dirty.add(order)
+            progressed = self.progressed
+            if progressed is not None:
+                progressed.add(order)
             if state == STARTING:
                 if order.start_acked:
                     self._charging(order)
