@@ -43,15 +43,28 @@ def heartbeat(
     policy: PileServerFactory, session: PileSession, frame: RawFrame, fields: dict[str, Any]
 ) -> bool:
     """0x03: note the gun's status; answer 0x04 with ``--autoHeartbeatResponse``."""
-    session.guns.setdefault(fields["gun"], {})["gunStatus"] = fields["gunStatus"]
+    gun_id = fields["gun"]
+    gun = session.guns.get(gun_id)
+    if gun is None:
+        gun = session.guns[gun_id] = {}
+    gun["gunStatus"] = fields["gunStatus"]
     if policy.config.auto_heartbeat_response:
-        gun = fields["gun"]
-        answer = {"id": session.pile_id, "gun": gun, "response": 0}
-        body = session.heartbeat_replies.get(gun)
-        if body is None:
-            body = session.heartbeat_replies[gun] = policy.codec.encode_body(HEARTBEAT_REPLY, answer)
-        policy.send_body(session, HEARTBEAT_REPLY, answer, body, frame.seq)
+        reply = session.heartbeat_replies.get(gun_id)
+        if reply is None:
+            reply = session.heartbeat_replies[gun_id] = _heartbeat_reply(policy, session.pile_id, gun_id)
+        policy.send_body(session, HEARTBEAT_REPLY, reply[0], reply[1], frame.seq)
     return True
+
+
+def _heartbeat_reply(policy: PileServerFactory, pile_id: str, gun_id: str) -> tuple[dict[str, Any], bytes]:
+    """The 0x04 answer to a gun's heartbeats: its fields and its encoded body.
+
+    It depends only on the pile and the gun, so a session builds it once per
+    gun; observers of written frames must not change the fields they are given,
+    so the one dict serves every answer.
+    """
+    answer = {"id": pile_id, "gun": gun_id, "response": 0}
+    return answer, policy.codec.encode_body(HEARTBEAT_REPLY, answer)
 
 
 def realtime(

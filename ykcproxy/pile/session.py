@@ -39,8 +39,8 @@ class PileSession:
     guns: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     #: The pending daily 0x56 (with ``--autoTimeSync``).
     time_sync: Any = None
-    #: gun → the encoded body of its 0x04 answer (it depends only on the pile and gun).
-    heartbeat_replies: dict[str, bytes] = attrs.field(factory=dict)
+    #: gun → the fields and the encoded body of its 0x04 answer (they depend only on the pile and gun).
+    heartbeat_replies: dict[str, tuple[dict[str, Any], bytes]] = attrs.field(factory=dict)
     _seq: int = 0
 
     def next_seq(self) -> int:
