@@ -22,6 +22,7 @@ from twisted.logger import Logger
 
 from ykcproxy.forward.base import Message
 from ykcproxy.pile.session import PileSession
+from ykcproxy.wire.codec import FixedFrame
 from ykcproxy.wire.framer import RawFrame
 
 if TYPE_CHECKING:
@@ -52,19 +53,21 @@ def heartbeat(
         reply = session.heartbeat_replies.get(gun_id)
         if reply is None:
             reply = session.heartbeat_replies[gun_id] = _heartbeat_reply(policy, session.pile_id, gun_id)
-        policy.send_body(session, HEARTBEAT_REPLY, reply[0], reply[1], frame.seq)
+        policy.send_fixed(session, reply[1], reply[0], frame.seq)
     return True
 
 
-def _heartbeat_reply(policy: PileServerFactory, pile_id: str, gun_id: str) -> tuple[dict[str, Any], bytes]:
-    """The 0x04 answer to a gun's heartbeats: its fields and its encoded body.
+def _heartbeat_reply(
+    policy: PileServerFactory, pile_id: str, gun_id: str
+) -> tuple[dict[str, Any], FixedFrame]:
+    """The 0x04 answer to a gun's heartbeats: its fields and its frame (all but seq and CRC).
 
     It depends only on the pile and the gun, so a session builds it once per
     gun; observers of written frames must not change the fields they are given,
     so the one dict serves every answer.
     """
     answer = {"id": pile_id, "gun": gun_id, "response": 0}
-    return answer, policy.codec.encode_body(HEARTBEAT_REPLY, answer)
+    return answer, FixedFrame(HEARTBEAT_REPLY, policy.codec.encode_body(HEARTBEAT_REPLY, answer))
 
 
 def realtime(

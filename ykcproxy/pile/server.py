@@ -37,7 +37,7 @@ from ykcproxy.pile.registry import MOVED, Registry
 from ykcproxy.pile.session import PileSession
 from ykcproxy.pile.trace import FrameTracer
 from ykcproxy.pile.waiters import ReplyWaiters
-from ykcproxy.wire.codec import Codec, DecodeError
+from ykcproxy.wire.codec import Codec, DecodeError, FixedFrame
 from ykcproxy.wire.crc import CrcOrder
 from ykcproxy.wire.framer import FramingError, RawFrame
 from ykcproxy.wire.frames import Direction
@@ -446,6 +446,23 @@ class PileServerFactory(Factory):
             as_dict = fields if type(fields) is dict else dict(fields)
             for observer in observers:
                 observer.observe(session.pile_id, "down", code, as_dict, frame)
+        return frame
+
+    def send_fixed(self, session: PileSession, fixed: FixedFrame, fields: dict[str, Any], seq: int) -> bytes:
+        """Write a frame whose body never changes (a cached answer), ``fields`` its decoded form.
+
+        As :meth:`send_body` does, for the answer written most often (0x04): no
+        encoding, and the CRC from two table lookups (:class:`~ykcproxy.wire.codec.FixedFrame`).
+        """
+        proto = session.connection
+        frame = fixed.encode(seq, proto.crc_order)
+        proto.write_frame(frame)
+        code = fixed.code
+        self._frames_out[code] += 1
+        observers = self._observe_down.get(code)
+        if observers is not None:
+            for observer in observers:
+                observer.observe(session.pile_id, "down", code, fields, frame)
         return frame
 
     def command(self, session: PileSession, code: int, fields: Mapping[str, Any]) -> tuple[int, bytes]:

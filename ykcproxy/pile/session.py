@@ -9,6 +9,7 @@ import attrs
 
 if TYPE_CHECKING:
     from ykcproxy.pile.protocol import PileProtocol
+    from ykcproxy.wire.codec import FixedFrame
 
 #: How many 0x3B trade numbers (and their seq) a session remembers for 0x40.
 TRADE_MEMORY = 64
@@ -39,8 +40,8 @@ class PileSession:
     guns: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     #: The pending daily 0x56 (with ``--autoTimeSync``).
     time_sync: Any = None
-    #: gun → the fields and the encoded body of its 0x04 answer (they depend only on the pile and gun).
-    heartbeat_replies: dict[str, tuple[dict[str, Any], bytes]] = attrs.field(factory=dict)
+    #: gun → the fields and the frame of its 0x04 answer (they depend only on the pile and gun).
+    heartbeat_replies: dict[str, tuple[dict[str, Any], FixedFrame]] = attrs.field(factory=dict)
     _seq: int = 0
 
     def next_seq(self) -> int:
