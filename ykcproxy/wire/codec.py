@@ -65,21 +65,26 @@ def _decoder(c: _Compiled, ctx: Context) -> Decoder:
         **DECODE_NAMES,
         "_unpack": c.layout.unpack if tail is None else c.layout.unpack_from,
         "_DecodeError": DecodeError,
+        "_StructError": struct.error,
         "_ft": frame.ft,
         "_ctx": ctx,
         "_tail": tail,
     }
+    unpack = f"({''.join(n + ', ' for n in names)}) = _unpack(body)" if names else "_unpack(body)"
     if tail is None:
+        # The struct checks the length of a fixed body: a good one costs no len().
         lines = [
-            f"if len(body) != {fixed}:",
-            f'    raise _DecodeError(_ft, f"body is {{len(body)}} bytes, expected {fixed}")',
+            "try:",
+            f"    {unpack}",
+            "except _StructError:",
+            f'    raise _DecodeError(_ft, f"body is {{len(body)}} bytes, expected {fixed}") from None',
         ]
     else:
         lines = [
             f"if len(body) < {fixed}:",
             f'    raise _DecodeError(_ft, f"body is {{len(body)}} bytes, expected at least {fixed}")',
+            unpack,
         ]
-    lines.append(f"({''.join(n + ', ' for n in names)}) = _unpack(body)" if names else "_unpack(body)")
     if any(isinstance(f, Bits) for f in c.fields):
         # Bit groups put several keys: store each field in declaration order.
         lines.append("out = {}")
