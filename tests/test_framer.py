@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import TestCase
 
-from ykcproxy.wire.codec import encode_frame
-from ykcproxy.wire.crc import CrcOrder, crc16
+from ykcproxy.wire.codec import FixedFrame, encode_frame
+from ykcproxy.wire.crc import CrcOrder, SeqCrc, crc16, crc16_python
 from ykcproxy.wire.framer import Framer, FramingError, RawFrame
 
 #: The spec's 0x02 sample, whose CRC is right (low byte first).
@@ -187,3 +187,28 @@ class FramerTests(TestCase):
         got = Framer().feed(garbage + b"".join(tail))
         raws = [f.raw for f in frames_of(got)]
         self.assertEqual(raws[-24:], [SAMPLE_02] * 24)
+
+
+class FixedFrameTests(TestCase):
+    """A frame of a fixed body: its CRC from tables (CRC-16 is linear), the bytes of encode_frame."""
+
+    def test_seq_crc_of_every_seq(self) -> None:
+        for tail in (b"", b"\x00\x04", bytes(range(11)), bytes(range(200, 256))):
+            seq_crc = SeqCrc.of_tail(tail)
+            for seq in range(0x10000):
+                self.assertEqual(seq_crc.crc(seq), crc16(seq.to_bytes(2, "little") + tail))
+
+    def test_python_crc_from_a_register(self) -> None:
+        """The register ``crc16_python`` may start from carries the CRC of what came before."""
+        self.assertEqual(crc16_python(b"456789", crc16_python(b"123")), 0x4B37)
+
+    @given(st.integers(0, 255), st.binary(max_size=251), st.integers(0, 0xFFFF), st.sampled_from(CrcOrder))
+    @settings(max_examples=300, deadline=None)
+    def test_same_bytes_as_encode_frame(self, code: int, body: bytes, seq: int, order: CrcOrder) -> None:
+        fixed = FixedFrame(code, body)
+        self.assertEqual(fixed.encode(seq, order), encode_frame(code, seq, body, order))
+        self.assertEqual(frames_of(Framer().feed(fixed.encode(seq, order)))[0].body, body)
+
+    def test_too_long(self) -> None:
+        with self.assertRaises(ValueError):
+            FixedFrame(0x04, bytes(252))

@@ -213,6 +213,39 @@ class CrcOrderFollowing(TestCase):
 
 
 class Answers(TestCase):
+    def test_heartbeat_answers_per_gun_in_the_piles_order(self):
+        """Each gun's cached 0x04: the frame encode_frame writes, seen by observers of 0x04, counted."""
+        rig = Rig(auto_verification=True)
+        seen: list[tuple[str, int, dict[str, Any], bytes]] = []
+
+        class Watcher:
+            up_types = frozenset()
+            down_types = frozenset({0x04})
+
+            def observe(
+                self, pile_id: str, direction: str, ft: int, fields: dict[str, Any], raw: bytes
+            ) -> None:
+                seen.append((direction, ft, dict(fields), raw))
+
+        rig.factory = PileServerFactory(rig.config, rig.clock, rig.delivery, observers=[Watcher()])
+        proto, transport = rig.connect()
+        rig.send(proto, 0x01, example(0x01, PILE))
+        rig.replies(transport)
+        for seq, gun, order in (
+            (7, "01", CrcOrder.HIGH_FIRST),
+            (8, "02", CrcOrder.HIGH_FIRST),
+            (0xFFFF, "01", CrcOrder.LOW_FIRST),
+        ):
+            rig.send(proto, 0x03, {**example(0x03, PILE), "gun": gun}, seq=seq, order=order)
+            (reply,) = rig.replies(transport)
+            fields = {"id": PILE, "gun": gun, "response": 0}
+            expected = encode_frame(0x04, seq, CODEC.encode_body(0x04, fields), order)
+            self.assertEqual(reply.raw, expected)
+            self.assertEqual(seen[-1], ("down", 0x04, fields, expected))
+        self.assertEqual(len(seen), 3)
+        self.assertEqual(rig.factory.metrics.frames_out[0x04], 3)
+        self.assertIn(b'ykc_frames_out_total{ft="04"} 3.0', rig.factory.metrics.render())
+
     def test_heartbeat_answer_off(self):
         rig = Rig(auto_verification=True, auto_heartbeat_response=False)
         proto, transport = rig.connect()

@@ -11,26 +11,41 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 
 from ykcproxy import __version__
 
+#: The label of each frame type code: two lower-case hex digits.
+_FT = [f"{code:02x}" for code in range(256)]
+
 
 class _TallyCollector:
-    """Per-frame counters kept in plain dicts and turned into metrics at scrape time.
+    """Per-frame counters kept in plain containers and turned into metrics at scrape time.
 
     A prometheus_client Counter takes a lock on every increment; these are
     bumped several times per frame on the reactor thread, so they are not.
+    Counts by frame type are a list indexed by the type code (the cheapest
+    increment there is); the others are tallies keyed by their label.
     """
 
     def __init__(self) -> None:
-        self.families: list[tuple[str, str, str, Tally[str]]] = []
+        self.families: list[tuple[str, str, str, Callable[[], Iterator[tuple[str, int]]]]] = []
 
     def tally(self, name: str, documentation: str, label: str) -> Tally[str]:
         counts: Tally[str] = Tally()
-        self.families.append((name, documentation, label, counts))
+        self.families.append((name, documentation, label, lambda: iter(sorted(counts.items()))))
+        return counts
+
+    def by_code(self, name: str, documentation: str) -> list[int]:
+        """A count per frame type code (labelled ``ft``, two hex digits)."""
+        counts = [0] * 256
+
+        def labelled() -> Iterator[tuple[str, int]]:
+            return ((_FT[code], count) for code, count in enumerate(counts) if count)
+
+        self.families.append((name, documentation, "ft", labelled))
         return counts
 
     def collect(self) -> Iterator[Metric]:
-        for name, documentation, label, counts in self.families:
+        for name, documentation, label, counted in self.families:
             family = CounterMetricFamily(name, documentation, labels=[label])
-            for value, count in sorted(counts.items()):
+            for value, count in counted():
                 family.add_metric([value], count)
             yield family
 
@@ -70,8 +85,9 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         tallies = _TallyCollector()
-        self.frames_in = tallies.tally("ykc_frames_in", "Frames received from piles", "ft")
-        self.frames_out = tallies.tally("ykc_frames_out", "Frames sent to piles", "ft")
+        #: Frames by type code (``frames_in[0x03] += 1``).
+        self.frames_in = tallies.by_code("ykc_frames_in", "Frames received from piles")
+        self.frames_out = tallies.by_code("ykc_frames_out", "Frames sent to piles")
         self.frame_errors = tallies.tally(
             "ykc_frame_errors", "Frames or bytes dropped from piles, by kind", "kind"
         )
@@ -108,10 +124,6 @@ class Metrics:
         self.rest_requests = Counter(
             "ykc_rest_requests", "REST requests by route and status code", ["route", "code"], registry=r
         )
-
-    def frame_out(self, ft: str) -> None:
-        """Count one frame to a pile."""
-        self.frames_out[ft] += 1
 
     def frame_error(self, kind: str) -> None:
         """Count one dropped frame or run of bytes."""

@@ -22,6 +22,7 @@ from twisted.logger import Logger
 
 from ykcproxy.forward.base import Message
 from ykcproxy.pile.session import PileSession
+from ykcproxy.wire.codec import FixedFrame
 from ykcproxy.wire.framer import RawFrame
 
 if TYPE_CHECKING:
@@ -43,19 +44,33 @@ def heartbeat(
     policy: PileServerFactory, session: PileSession, frame: RawFrame, fields: dict[str, Any]
 ) -> bool:
     """0x03: note the gun's status; answer 0x04 with ``--autoHeartbeatResponse``."""
-    gun_state = session.guns.setdefault(fields["gun"], {})
+    gun_id = fields["gun"]
+    gun = session.guns.get(gun_id)
+    if gun is None:
+        gun = session.guns[gun_id] = {}
     status = fields["gunStatus"]
-    if gun_state.get("gunStatus") != status:
-        gun_state["gunStatus"] = status
-        gun_changed(policy, session, fields["gun"], gun_state)
+    if gun.get("gunStatus") != status:
+        gun["gunStatus"] = status
+        gun_changed(policy, session, gun_id, gun)
     if policy.config.auto_heartbeat_response:
-        gun = fields["gun"]
-        answer = {"id": session.pile_id, "gun": gun, "response": 0}
-        body = session.heartbeat_replies.get(gun)
-        if body is None:
-            body = session.heartbeat_replies[gun] = policy.codec.encode_body(HEARTBEAT_REPLY, answer)
-        policy.send_body(session, HEARTBEAT_REPLY, answer, body, frame.seq)
+        reply = session.heartbeat_replies.get(gun_id)
+        if reply is None:
+            reply = session.heartbeat_replies[gun_id] = _heartbeat_reply(policy, session.pile_id, gun_id)
+        policy.send_fixed(session, reply[1], reply[0], frame.seq)
     return True
+
+
+def _heartbeat_reply(
+    policy: PileServerFactory, pile_id: str, gun_id: str
+) -> tuple[dict[str, Any], FixedFrame]:
+    """The 0x04 answer to a gun's heartbeats: its fields and its frame (all but seq and CRC).
+
+    It depends only on the pile and the gun, so a session builds it once per
+    gun; observers of written frames must not change the fields they are given,
+    so the one dict serves every answer.
+    """
+    answer = {"id": pile_id, "gun": gun_id, "response": 0}
+    return answer, FixedFrame(HEARTBEAT_REPLY, policy.codec.encode_body(HEARTBEAT_REPLY, answer))
 
 
 def realtime(

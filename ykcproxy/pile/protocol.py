@@ -208,12 +208,17 @@ class PileProtocol(Protocol):
 
     # -- output -----------------------------------------------------------------
     def send(self, code: int, seq: int, body: bytes) -> bytes:
-        """Write one frame to the pile in its CRC order; return the bytes written.
+        """Write one frame to the pile in its CRC order; return the bytes written."""
+        frame = encode_frame(code, seq, body, self.crc_order)
+        self.write_frame(frame)
+        return frame
+
+    def write_frame(self, frame: bytes) -> None:
+        """Write a whole frame (already in this pile's CRC order), unless the link is closing.
 
         While the transport's buffer is full, the bytes written since count
         toward ``--maxOutputBuffer``; over it the link is closed (``slow-reader``).
         """
-        frame = encode_frame(code, seq, body, self.crc_order)
         if self.transport is not None and self.close_reason is None:
             output = self._output
             if output is not None and output.full:
@@ -221,9 +226,8 @@ class PileProtocol(Protocol):
                 queued = output.queued + self._transport_buffer
                 if queued > self._output_limit:
                     self.factory.slow_reader(self, queued)
-                    return frame
+                    return
             self.transport.write(frame)
-        return frame
 
     # -- silence ------------------------------------------------------------------
     def _arm_silence(self, delay: float) -> None:

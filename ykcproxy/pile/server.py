@@ -17,7 +17,7 @@ whole frame a connection reads comes here.  The decisions live apart:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import Factory
@@ -37,7 +37,7 @@ from ykcproxy.pile.registry import MOVED, Registry
 from ykcproxy.pile.session import PileSession
 from ykcproxy.pile.trace import FrameTracer
 from ykcproxy.pile.waiters import ReplyWaiters
-from ykcproxy.wire.codec import Codec, DecodeError
+from ykcproxy.wire.codec import Codec, DecodeError, FixedFrame
 from ykcproxy.wire.crc import CrcOrder
 from ykcproxy.wire.framer import FramingError, RawFrame
 from ykcproxy.wire.frames import Direction
@@ -46,13 +46,24 @@ DAY = 86400.0
 
 _FT = [f"{code:02x}" for code in range(256)]
 
+T = TypeVar("T")
 
-def _by_type(observers: Sequence[FrameObserver], attribute: str) -> dict[int, tuple[FrameObserver, ...]]:
+
+def _by_code(table: Mapping[int, T]) -> list[T | None]:
+    """``table`` as a list indexed by frame type code (None where it has none).
+
+    Looked up for every frame: indexing a list by the type byte is cheaper
+    than a dict's ``get``.
+    """
+    return [table.get(code) for code in range(256)]
+
+
+def _by_type(observers: Sequence[FrameObserver], attribute: str) -> list[tuple[FrameObserver, ...] | None]:
     table: dict[int, list[FrameObserver]] = {}
     for observer in observers:
         for code in getattr(observer, attribute):
             table.setdefault(code, []).append(observer)
-    return {code: tuple(group) for code, group in table.items()}
+    return _by_code({code: tuple(group) for code, group in table.items()})
 
 
 class PileServerFactory(Factory):
@@ -97,8 +108,8 @@ class PileServerFactory(Factory):
         self._waiting = self.waiters.by_pile  # tested per frame: a dict, not a method call
         self.connections = self.registry.connections
         self.paused = False
-        #: Frame type → its handler beyond the common path (see :mod:`ykcproxy.pile.dispatch`).
-        self._handlers: dict[int, Handler] = dict(HANDLERS)
+        #: Frame type code → its handler beyond the common path (see :mod:`ykcproxy.pile.dispatch`), or None.
+        self._handlers: list[Handler | None] = _by_code(HANDLERS)
         self.initial_crc_order = (
             CrcOrder.HIGH_FIRST if config.crc_mode is CrcMode.HIGH_FIRST else CrcOrder.LOW_FIRST
         )
@@ -109,14 +120,16 @@ class PileServerFactory(Factory):
         #: Uplink frame types that answer a platform command (REST calls may wait for them).
         self.replies = {code for code, f in catalogue.items() if f.direction is Direction.UP and f.answers}
         #: The decoder of each pile→platform frame type: the per-frame dispatch is one lookup.
-        self._uplink_decoders = {
-            code: self.codec.decoder(code) for code, f in catalogue.items() if f.direction is Direction.UP
-        }
+        self._uplink_decoders = _by_code(
+            {code: self.codec.decoder(code) for code, f in catalogue.items() if f.direction is Direction.UP}
+        )
         #: The per-pile frame trace (``POST /piles/<id>/trace``): observes only while it traces a pile.
         self.tracer = FrameTracer(on_change=self._arrange_observers, fields_of=self._log_fields_of)
         self._given_observers = tuple(observers)
         self._arrange_observers()
+        #: The per-frame counters, bumped inline (a method call each would cost more than the count).
         self._frames_in = self.metrics.frames_in
+        self._frames_out = self.metrics.frames_out
         #: Where 0x3B records go when nothing is forwarded (standalone mode).
         self.records = records
         store = forward if forward is not None else records
@@ -281,12 +294,12 @@ class PileServerFactory(Factory):
     def frame_received(self, proto: PileProtocol, frame: RawFrame) -> None:
         """One whole frame with a good CRC from ``proto``: decoded, then dispatched."""
         code = frame.code
-        self._frames_in[_FT[code]] += 1
+        self._frames_in[code] += 1
         if not proto.accepted and code != LOGIN:
             # Only a login is served before one is accepted on the link: not even decoded.
             self._bad_frame(proto, frame, "not_logged_in", "no accepted login on this link")
             return
-        decode = self._uplink_decoders.get(code)
+        decode = self._uplink_decoders[code]
         if decode is None or frame.encrypted:
             self._not_plain_uplink(proto, frame)
             return
@@ -297,7 +310,7 @@ class PileServerFactory(Factory):
             return
         pile_id = fields["id"]
         if code == LOGIN:
-            observers = self._observe_up.get(code)
+            observers = self._observe_up[code]
             if observers is not None:
                 for observer in observers:
                     observer.observe(pile_id, "up", code, fields, frame.raw)
@@ -313,11 +326,11 @@ class PileServerFactory(Factory):
             ring.append((now, frame.raw))
         if code in self.requests:
             session.last_request_seq[code] = frame.seq
-        observers = self._observe_up.get(code)
+        observers = self._observe_up[code]
         if observers is not None:
             for observer in observers:
                 observer.observe(pile_id, "up", code, fields, frame.raw)
-        handler = self._handlers.get(code)
+        handler = self._handlers[code]
         if handler is not None and not handler(self, session, frame, fields):
             return
         if self._waiting and code in self.replies:
@@ -458,15 +471,35 @@ class PileServerFactory(Factory):
         if seq is None:
             seq = session.next_seq()
         frame = session.connection.send(code, seq, body)
-        self.metrics.frame_out(_FT[code])
+        self._frames_out[code] += 1
         ring = session.frames
         if ring is not None:
             ring.append((self.clock.seconds(), frame))
-        observers = self._observe_down.get(code)
+        observers = self._observe_down[code]
         if observers is not None:
             as_dict = fields if type(fields) is dict else dict(fields)
             for observer in observers:
                 observer.observe(session.pile_id, "down", code, as_dict, frame)
+        return frame
+
+    def send_fixed(self, session: PileSession, fixed: FixedFrame, fields: dict[str, Any], seq: int) -> bytes:
+        """Write a frame whose body never changes (a cached answer), ``fields`` its decoded form.
+
+        As :meth:`send_body` does, for the answer written most often (0x04): no
+        encoding, and the CRC from two table lookups (:class:`~ykcproxy.wire.codec.FixedFrame`).
+        """
+        proto = session.connection
+        frame = fixed.encode(seq, proto.crc_order)
+        proto.write_frame(frame)
+        code = fixed.code
+        self._frames_out[code] += 1
+        ring = session.frames
+        if ring is not None:
+            ring.append((self.clock.seconds(), frame))
+        observers = self._observe_down[code]
+        if observers is not None:
+            for observer in observers:
+                observer.observe(session.pile_id, "down", code, fields, frame)
         return frame
 
     def command(self, session: PileSession, code: int, fields: Mapping[str, Any]) -> tuple[int, bytes]:

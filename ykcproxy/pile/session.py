@@ -11,6 +11,7 @@ from ykcproxy.pile.observers import FrameEntry
 
 if TYPE_CHECKING:
     from ykcproxy.pile.protocol import PileProtocol
+    from ykcproxy.wire.codec import FixedFrame
 
 #: How many 0x3B trade numbers (and their seq) a session remembers for 0x40.
 TRADE_MEMORY = 64
@@ -41,8 +42,8 @@ class PileSession:
     guns: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     #: The pending daily 0x56 (with ``--autoTimeSync``).
     time_sync: Any = None
-    #: gun → the encoded body of its 0x04 answer (it depends only on the pile and gun).
-    heartbeat_replies: dict[str, bytes] = attrs.field(factory=dict)
+    #: gun → the fields and the frame of its 0x04 answer (they depend only on the pile and gun).
+    heartbeat_replies: dict[str, tuple[dict[str, Any], FixedFrame]] = attrs.field(factory=dict)
     #: The ring the pile's frames are appended to for the console (None: no frame history).
     frames: deque[FrameEntry] | None = None
     _seq: int = 0

@@ -7,14 +7,15 @@ Nothing here is specific to one frame type: :class:`Codec` compiles every
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 
-from ykcproxy.wire.crc import CrcOrder, crc16
-from ykcproxy.wire.fields import Bits, Context, Field, FieldError, Putter
+from ykcproxy.wire.crc import CrcOrder, SeqCrc, crc16
+from ykcproxy.wire.fields import DECODE_NAMES, Bits, Context, Field, FieldError, Putter
 from ykcproxy.wire.frames import CATALOGUE, FrameType
 
 START = 0x68
@@ -61,23 +62,29 @@ def _decoder(c: _Compiled, ctx: Context) -> Decoder:
     tail = frame.tail
     names = [f"v{i}" for i in range(len(c.fields))]
     scope: dict[str, Any] = {
+        **DECODE_NAMES,
         "_unpack": c.layout.unpack if tail is None else c.layout.unpack_from,
         "_DecodeError": DecodeError,
+        "_StructError": struct.error,
         "_ft": frame.ft,
         "_ctx": ctx,
         "_tail": tail,
     }
+    unpack = f"({''.join(n + ', ' for n in names)}) = _unpack(body)" if names else "_unpack(body)"
     if tail is None:
+        # The struct checks the length of a fixed body: a good one costs no len().
         lines = [
-            f"if len(body) != {fixed}:",
-            f'    raise _DecodeError(_ft, f"body is {{len(body)}} bytes, expected {fixed}")',
+            "try:",
+            f"    {unpack}",
+            "except _StructError:",
+            f'    raise _DecodeError(_ft, f"body is {{len(body)}} bytes, expected {fixed}") from None',
         ]
     else:
         lines = [
             f"if len(body) < {fixed}:",
             f'    raise _DecodeError(_ft, f"body is {{len(body)}} bytes, expected at least {fixed}")',
+            unpack,
         ]
-    lines.append(f"({''.join(n + ', ' for n in names)}) = _unpack(body)" if names else "_unpack(body)")
     if any(isinstance(f, Bits) for f in c.fields):
         # Bit groups put several keys: store each field in declaration order.
         lines.append("out = {}")
@@ -182,6 +189,8 @@ class Codec:
 
 #: start byte, length, seq (LE), encryption flag, type.
 _HEADER = struct.Struct("<BBHBB")
+#: Read once: an attribute of an Enum class is looked up through its metaclass's ``__getattr__``.
+_LOW_FIRST = CrcOrder.LOW_FIRST
 
 
 def encode_frame(
@@ -197,6 +206,44 @@ def encode_frame(
         raise ValueError(f"frame 0x{code:02x}: body of {len(body)} bytes does not fit a frame")
     inner = _HEADER.pack(START, length, seq & 0xFFFF, 1 if encrypted else 0, code) + body
     crc = crc16(inner[2:])
-    if crc_order is CrcOrder.LOW_FIRST:
+    if crc_order is _LOW_FIRST:
         return inner + bytes((crc & 0xFF, crc >> 8))
     return inner + bytes((crc >> 8, crc & 0xFF))
+
+
+@functools.cache
+def _fixed_layout(tail_length: int) -> struct.Struct:
+    """Start, length, seq, the bytes after the seq, CRC (low byte first): one per length, shared."""
+    return struct.Struct(f"<BBH{tail_length}sH")
+
+
+class FixedFrame:
+    """A plain platform→pile frame whose body never changes: per frame, only seq and CRC are new.
+
+    What :func:`encode_frame` would write for ``code`` and ``body``, from one
+    struct pack and a CRC of two table lookups (:class:`~ykcproxy.wire.crc.SeqCrc`).
+    For answers that depend only on the pile and the gun (0x04), built once
+    per gun and written for every request.
+    """
+
+    __slots__ = ("code", "body", "_length", "_tail", "_crc_base", "_crc_low", "_crc_high", "_pack")
+
+    def __init__(self, code: int, body: bytes) -> None:
+        self.code = code
+        self.body = body
+        self._length = 4 + len(body)
+        if self._length > 255:
+            raise ValueError(f"frame 0x{code:02x}: body of {len(body)} bytes does not fit a frame")
+        #: The CRC'd bytes after the seq: the encryption flag (0), the type and the body.
+        self._tail = bytes((0, code)) + body
+        crc = SeqCrc.of_tail(self._tail)
+        self._crc_base, self._crc_low, self._crc_high = crc.base, crc.low, crc.high
+        self._pack = _fixed_layout(len(self._tail)).pack
+
+    def encode(self, seq: int, crc_order: CrcOrder = CrcOrder.LOW_FIRST) -> bytes:
+        """The whole frame with ``seq``, its CRC in ``crc_order``."""
+        seq &= 0xFFFF
+        crc = self._crc_base ^ self._crc_low[seq & 0xFF] ^ self._crc_high[seq >> 8]  # SeqCrc.crc, inline
+        if crc_order is not _LOW_FIRST:
+            crc = (crc & 0xFF) << 8 | crc >> 8
+        return self._pack(START, self._length, seq, self._tail, crc)

@@ -7,7 +7,10 @@ C function send it high byte first.  See ``spec/NOTES.md``.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable
+
+import attrs
 
 
 def _make_table() -> tuple[int, ...]:
@@ -23,9 +26,12 @@ def _make_table() -> tuple[int, ...]:
 _TABLE = _make_table()
 
 
-def crc16_python(data: bytes | bytearray | memoryview) -> int:
-    """Return the CRC-16/MODBUS (init 0xFFFF, reflected 0xA001) of ``data``."""
-    crc = 0xFFFF
+def crc16_python(data: bytes | bytearray | memoryview, crc: int = 0xFFFF) -> int:
+    """Return the CRC-16/MODBUS (init 0xFFFF, reflected 0xA001) of ``data``.
+
+    ``crc`` is the register to start from (the init value, or the CRC of what
+    came before).
+    """
     table = _TABLE
     for byte in data:
         crc = (crc >> 8) ^ table[(crc ^ byte) & 0xFF]
@@ -44,6 +50,44 @@ def _fast_crc16() -> Callable[[bytes], int] | None:
 
 
 crc16: Callable[[bytes], int] = _fast_crc16() or crc16_python
+
+
+@functools.cache
+def _seq_tables(tail_length: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """What each value of a seq's low byte and of its high byte adds to the CRC (see :class:`SeqCrc`)."""
+    zeros = bytes(tail_length)
+    low = tuple(crc16_python(bytes((b, 0)) + zeros, 0) for b in range(256))
+    high = tuple(crc16_python(bytes((0, b)) + zeros, 0) for b in range(256))
+    return low, high
+
+
+@attrs.frozen
+class SeqCrc:
+    """The CRC-16 of ``seq + tail`` for every 16-bit ``seq`` (little-endian) and one fixed ``tail``.
+
+    A platform→pile frame that always carries the same body (a heartbeat's
+    answer) differs from the last one only in its first two CRC'd bytes, the
+    seq.  The CRC is linear: for messages of one length, the CRC of
+    ``a XOR b`` is the CRC of ``a`` XOR the CRC of ``b`` computed from a zero
+    register.  So the CRC of ``seq + tail`` is the CRC of ``00 00 + tail``
+    (``base``) XOR what the seq's low byte and its high byte each add at their
+    place (two tables of 256 per length of ``tail``, shared): two lookups
+    instead of a pass over the bytes.
+    """
+
+    base: int
+    low: tuple[int, ...]
+    high: tuple[int, ...]
+
+    @classmethod
+    def of_tail(cls, tail: bytes) -> SeqCrc:
+        """The CRCs of the frames whose CRC'd bytes are a seq and then ``tail``."""
+        low, high = _seq_tables(len(tail))
+        return cls(crc16(bytes(2) + tail), low, high)
+
+    def crc(self, seq: int) -> int:
+        """The CRC-16 of ``seq`` (two bytes, little-endian) followed by the tail."""
+        return self.base ^ self.low[seq & 0xFF] ^ self.high[seq >> 8]
 
 
 class CrcOrder(enum.Enum):

@@ -90,6 +90,7 @@ class Field:
 
         The codec compiles these into one decoding function per frame type;
         None means "call :meth:`converter`" (or use the raw value when that is None).
+        Besides builtins, an expression may use the names of :data:`DECODE_NAMES`.
         """
         return None
 
@@ -185,6 +186,11 @@ def _require_int(value: Any, path: str, lo: int, hi: int) -> int:
 
 _HEX = frozenset("0123456789ABCDEFabcdef")
 
+#: Each one-byte string → its two uppercase hex digits.
+BYTE_HEX: dict[bytes, str] = {bytes((b,)): f"{b:02X}" for b in range(256)}
+#: Names the expressions of :meth:`Field.decode_expr` may use besides builtins.
+DECODE_NAMES: dict[str, Any] = {"_BYTE_HEX": BYTE_HEX}
+
 
 def _int_le(raw: bytes) -> int:
     return int.from_bytes(raw, "little")
@@ -212,6 +218,8 @@ class Bcd(Field):
         return raw.hex().upper()
 
     def decode_expr(self, raw: str) -> str | None:
+        if self.n == 1:
+            return f"_BYTE_HEX[{raw}]"  # a gun number: one lookup instead of two method calls
         return f"{raw}.hex().upper()"
 
     def to_raw(self, value: str, ctx: Context) -> bytes:
