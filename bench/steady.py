@@ -89,6 +89,8 @@ def run_target(target: str, reactor: str, args: argparse.Namespace, work: Path) 
         proc, port, _ = start_reference(work, reactor)
     elif target in PLAIN_TARGETS:
         options, without = PLAIN_TARGETS[target]
+        if args.gc_freeze_interval is not None:
+            options = [*options, "--gcFreezeInterval", f"{args.gc_freeze_interval:g}"]
         proc, port, rest = start_proxy(
             work,
             ["--messagingServerType", "none", *options],
@@ -167,6 +169,9 @@ def main() -> None:
     """Run every target and print the table."""
     p = argparse.ArgumentParser()
     p.add_argument("--piles", type=int, default=10000)
+    p.add_argument(
+        "--gc-freeze-interval", type=float, default=None, help="the proxies' --gcFreezeInterval (no consumer)"
+    )
     p.add_argument("--id-base", type=int, default=32010200000001, help="the simulator's first pile id")
     p.add_argument("--ramp", type=float, default=1000)
     p.add_argument("--warmup", type=float, default=5)

@@ -113,6 +113,7 @@ class ProxyConfig:
     log_format: LogFormat
     log_level: LogLevelName
     shutdown_timeout: float
+    gc_freeze_interval: float
     cluster: str
     instance_id: str
     cluster_ttl: float

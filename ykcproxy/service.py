@@ -20,6 +20,7 @@ from twisted.logger import Logger
 
 from ykcproxy import __version__
 from ykcproxy.api.site import QuietSite
+from ykcproxy.collector import CollectorPolicy
 from ykcproxy.config import MessagingType, ProxyConfig
 from ykcproxy.console.events import EventHub
 from ykcproxy.console.history import Entry, FrameHistory
@@ -28,7 +29,7 @@ from ykcproxy.forward.delivery import Backoff, Delivery
 from ykcproxy.forward.envelope import Envelope
 from ykcproxy.forward.outbox import SqliteOutbox
 from ykcproxy.forward.records import RecordStore, RecordStoreService
-from ykcproxy.forward.service import ForwarderService
+from ykcproxy.forward.service import ForwarderService, PeriodicService
 from ykcproxy.listeners import Listener
 from ykcproxy.metrics import Metrics
 from ykcproxy.operations import OperationsService, stop_within
@@ -374,6 +375,11 @@ class ProxyService(MultiService):
 
         session_metrics.register(self.sessions, self.metrics.registry)
         StopsWithService(self.sessions.stop, self.console.hub.stop).setServiceParent(self)
+        if config.gc_freeze_interval > 0:
+            policy = CollectorPolicy()
+            PeriodicService(
+                "collector freeze", config.gc_freeze_interval, policy.tick, reactor
+            ).setServiceParent(self)
         #: The orders on disk (None with --dataDir '': in memory only).
         self.session_store: SessionStore | None = None
         if config.data_dir:

@@ -472,6 +472,16 @@ OPTIONS: tuple[Option, ...] = (
         GENERAL,
         "shutdown_timeout",
     ),
+    Option(
+        "gcFreezeInterval",
+        Seconds(),
+        300.0,
+        "Seconds between moves of the objects alive (piles' sessions, connections, orders) out of "
+        "the garbage collector's reach, so that its full collections do not stall the piles; every "
+        "12th time they are given back to it instead, and collected once. 0 = Python's default.",
+        GENERAL,
+        "gc_freeze_interval",
+    ),
 )
 
 #: The options by name.
