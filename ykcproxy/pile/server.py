@@ -487,6 +487,9 @@ class PileServerFactory(Factory):
 
         As :meth:`send_body` does, for the answer written most often (0x04): no
         encoding, and the CRC from two table lookups (:class:`~ykcproxy.wire.codec.FixedFrame`).
+        The bookkeeping after the write (count, frame ring, observers) is the same
+        as :meth:`send_body`'s, written out here rather than shared through a
+        call: this runs once per heartbeat.
         """
         proto = session.connection
         frame = fixed.encode(seq, proto.crc_order)
