@@ -16,6 +16,9 @@ Each command's latency is from the request to the end of its answer.
 ``--gc-log`` records every process's garbage-collector pauses over 5 ms (see
 ``bench/gcprobe/sitecustomize.py``) and lists the proxies' longest ones during the
 sending; ``--gc-freeze-at S`` has each proxy call ``gc.freeze()`` S seconds after its start.
+``--gc-freeze-interval S`` passes ``--gcFreezeInterval S`` to the proxies (their collector
+policy; the default 300 s falls after a run of this length, so a shorter one shows the
+state of a proxy that has been up for a while).
 """
 
 from __future__ import annotations
@@ -228,6 +231,9 @@ def main() -> None:
     p.add_argument("--keep-logs", action="store_true")
     p.add_argument("--gc-log", action="store_true", help="record the garbage collector's pauses")
     p.add_argument("--gc-freeze-at", type=float, default=0, help="gc.freeze() in each proxy after S s")
+    p.add_argument(
+        "--gc-freeze-interval", type=float, default=None, help="the proxies' --gcFreezeInterval (s)"
+    )
     args = p.parse_args()
     raise_open_file_limit()
     machine = print_machine()
@@ -255,6 +261,8 @@ def main() -> None:
             for k in range(n):
                 options = ["--messagingServerType", "none", "--cluster", url, "--instanceId", f"i{k}"]
                 options += ["--clusterTtl", f"{args.cluster_ttl:g}"]
+                if args.gc_freeze_interval is not None:
+                    options += ["--gcFreezeInterval", f"{args.gc_freeze_interval:g}"]
                 proc, tcp, rest = start_proxy(work, options, name=f"proxy-{k}")
                 procs.append(proc)
                 ports.append((tcp, rest))

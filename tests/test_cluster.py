@@ -206,6 +206,33 @@ class Restart(TestCase):
         self.assertTrue(a.cluster.link._refresh.running)
 
 
+class Deletes(TestCase):
+    timeout = 40
+
+    @inlineCallbacks
+    def test_a_clean_stop_removes_the_entries_of_its_piles(self) -> Any:
+        _, a, b = yield two_instances(self, cluster_ttl=600.0)
+        yield login(self, b, PILE)
+        yield until(lambda: a.cluster.directory.holder(PILE) == "b")
+        yield b.stopService()
+        yield until(lambda: PILE not in a.cluster.directory.piles)
+        self.assertNotIn("b", a.cluster.directory.instances)
+
+    @inlineCallbacks
+    def test_a_delete_leaves_the_entry_another_instance_wrote_since(self) -> Any:
+        _, a, b = yield two_instances(self, cluster_ttl=600.0)
+        a.cluster.link.put(PileEntry(PILE, "a", "10.0.0.1:5", 1.0))
+        yield until(lambda: pile_key(PILE) in a.cluster.link._written)
+        b.cluster.link.put(PileEntry(PILE, "b", "10.0.0.2:5", 2.0))
+        yield until(lambda: a.cluster.directory.holder(PILE) == "b")
+        a.cluster.link.delete(PILE)
+        # A later write of a's, seen by the watch, went out after the delete on the same connection.
+        a.cluster.link.put(PileEntry("32010200000009", "a", "10.0.0.1:6", 3.0))
+        yield until(lambda: "32010200000009" in b.cluster.directory.piles)
+        self.assertEqual(b.cluster.directory.holder(PILE), "b")
+        self.assertEqual(a.cluster.directory.holder(PILE), "b")
+
+
 class SessionsAcrossInstances(TestCase):
     timeout = 40
 

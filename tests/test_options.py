@@ -116,6 +116,7 @@ class Cluster(TestCase):
 
     def test_the_servers_of_a_nats_cluster(self):
         from ykcproxy.cluster import connect_options, redact_servers
+        from ykcproxy.cluster.shared import SharedConnection
         from ykcproxy.service import build_nats_commands
 
         config = parse("--cluster", "n1:4222, nats://u:secret@n2:4222", "--dataDir", self.mktemp())
@@ -126,8 +127,11 @@ class Cluster(TestCase):
         # Without --cluster, the commands connect to every forwarding server, not the first only.
         argv = ["--messagingServerType", "nats", "--servers", "a:4222,b:4222", "--natsCommands", "true"]
         forwarding = parse(*argv, "--dataDir", self.mktemp())
-        commands = build_nats_commands(forwarding, None, None).commands
+        commands = build_nats_commands(forwarding, None, None, SharedConnection()).commands
         self.assertEqual(commands.server, "nats://a:4222,nats://b:4222")
+        with self.assertRaises(ValueError) as caught:
+            build_nats_commands(forwarding, None, None, None)
+        self.assertIn("--natsCommands needs a NATS connection", str(caught.exception))
 
 
 def parse_with(argv: list[str], environ: dict[str, str] | None = None) -> Options:

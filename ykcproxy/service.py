@@ -312,20 +312,21 @@ def _is_loopback(host: str) -> bool:
 COMMAND_QUEUE = "ykcproxy-commands"
 
 
-def build_nats_commands(config: ProxyConfig, reactor: Any, runner: Any) -> Any:
-    """The NATS command responder (``--natsCommands``): over ``--cluster``, else the forwarding NATS."""
+def build_nats_commands(config: ProxyConfig, reactor: Any, runner: Any, connection: Any) -> Any:
+    """The NATS command responder (``--natsCommands``) on ``connection``: the ``--cluster``
+    link's, else the forwarding publisher's (None without ``--natsCommands``)."""
     if not config.nats_commands:
         return None
     from ykcproxy.cluster.commands import NatsCommands, NatsCommandsService
 
-    server = config.cluster or ",".join(config.servers)
+    if connection is None:
+        raise ValueError("--natsCommands needs a NATS connection: --cluster, or --messagingServerType nats")
     commands = NatsCommands(
         runner,
         reactor,
-        server,
+        connection,
         config.command_subject_prefix,
-        config.username,
-        config.password,
+        server=config.cluster or ",".join(config.servers),
         queue=COMMAND_QUEUE,
     )
     return NatsCommandsService(commands)
@@ -400,13 +401,15 @@ class ProxyService(MultiService):
             records=record_store,
             recorder=self.console.history if config.frame_history else None,
         )
-        self.pile_listener.setServiceParent(self)
         self.cluster: Any = None
         if config.cluster:
             from ykcproxy.cluster.service import ClusterService
 
+            # Before the pile port: it stops after it, so the piles closed at a clean stop
+            # leave the bucket too.
             self.cluster = ClusterService(config, reactor, self.piles)
             self.cluster.setServiceParent(self)
+        self.pile_listener.setServiceParent(self)
         if self.piles.allow_list is not None:
             self.reloads.register("allowList", self._reload_allow_list)
         self.api, self.rest_listener = build_api(
@@ -436,10 +439,9 @@ class ProxyService(MultiService):
             routed = NatsCommands(
                 self.api.runner,
                 reactor,
-                config.cluster,
+                self.cluster.link.shared,
                 route_prefix(config.instance_name),
-                config.username,
-                config.password,
+                server=config.cluster,
             )
             # GET /sessions/<tradeSeq> asks the other instances for an order not seen here.
             sessions = self.api.handler(SessionHandlers)
@@ -452,7 +454,10 @@ class ProxyService(MultiService):
             routed.lookups[SESSION_LIST] = self.cluster.answer_session_list
             self.routed_commands = NatsCommandsService(routed)
             self.routed_commands.setServiceParent(self)
-        self.nats_commands = build_nats_commands(config, reactor, self.api.runner)
+        connection = self.cluster.link.shared if self.cluster is not None else None
+        if connection is None and self.publisher is not None:
+            connection = getattr(self.publisher, "shared", None)
+        self.nats_commands = build_nats_commands(config, reactor, self.api.runner, connection)
         if self.nats_commands is not None:
             self.nats_commands.setServiceParent(self)
 

@@ -1,7 +1,8 @@
 """Commands as NATS requests: ``<commandSubjectPrefix>.<ft>`` with the REST body as payload.
 
-nats-py runs in its own asyncio loop on a daemon thread (as the forwarding
-publisher does); each request is handed to the reactor thread, run by the
+The subscription is on a connection the proxy has anyway (the cluster link's,
+else the forwarding publisher's: :mod:`ykcproxy.cluster.shared`), in that
+connection's asyncio loop thread; each request is handed to the reactor thread, run by the
 transport-independent :class:`~ykcproxy.api.commands.CommandRunner`, and its
 ``{"status": <http status>, ...the REST answer}`` handed back to the loop as the
 reply.  The reactor thread never blocks.
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +20,8 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from ykcproxy.api.commands import CommandRunner
-from ykcproxy.cluster import connect_options, redact_servers
+from ykcproxy.cluster import redact_servers
+from ykcproxy.cluster.shared import SharedConnection
 
 __all__ = ["NatsCommands", "NatsCommandsService", "decode_request"]
 
@@ -39,7 +40,11 @@ def decode_request(payload: bytes) -> tuple[Any, object]:
 
 
 class NatsCommands:
-    """Answers command requests on ``<prefix>.<ft>`` from the piles of one runner."""
+    """Answers command requests on ``<prefix>.<ft>`` from the piles of one runner.
+
+    It opens no connection of its own: it subscribes on ``connection`` (the cluster
+    link's, else the forwarding publisher's), on each new client of it.
+    """
 
     log = Logger()
 
@@ -47,37 +52,34 @@ class NatsCommands:
         self,
         runner: CommandRunner,
         reactor: Any,
-        server: str,
+        connection: SharedConnection,
         prefix: str,
-        username: str = "",
-        password: str = "",
-        connect_timeout: float = 10.0,
+        server: str = "",
         queue: str = "",
+        stop_timeout: float = 5.0,
     ) -> None:
         self.runner = runner
         #: The NATS queue group of the subscription ('' : none). The public command
         #: subjects use one, so that of several instances exactly one takes each request.
         self.queue = queue
         self.reactor = reactor
+        self.connection = connection
+        #: The servers of the connection (for the log only).
         self.server = server
         self.prefix = prefix
-        self._credentials = (username, password)
-        self.connect_timeout = connect_timeout
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._nc: Any = None
-        self._started: Deferred[None] | None = None
+        self.stop_timeout = stop_timeout
+        #: The client subscribed on and its subscription (loop thread).
+        self._client: Any = None
+        self._subscription: Any = None
+        self._started: Deferred[None] = Deferred()
         #: Non-command requests answered on ``<prefix>.<name>`` (e.g. the cluster's session
         #: lookup): name -> a function of the payload giving ``(status, answer)``.
         self.lookups: dict[str, Callable[[bytes], Deferred[tuple[int, dict[str, Any]]]]] = {}
 
     # -- reactor thread ---------------------------------------------------------
     def start(self) -> Deferred[None]:
-        """Start the loop thread, connect and subscribe; fires when subscribed."""
-        self._loop = asyncio.new_event_loop()
-        self._started = Deferred()
-        self._thread = threading.Thread(target=self._thread_main, name="ykcproxy-nats-commands", daemon=True)
-        self._thread.start()
+        """Subscribe on the shared connection; fires when subscribed the first time."""
+        self.connection.attach(self._subscribe)
         self.log.info(
             "NATS commands on {subject} via {server}",
             subject=f"{self.prefix}.<ft>",
@@ -86,32 +88,32 @@ class NatsCommands:
         return self._started
 
     def stop(self) -> Deferred[None]:
-        """Drain the subscription and end the loop thread."""
+        """Unsubscribe (the connection stays, its owner closes it); fires when done or after
+        ``stop_timeout``."""
+        self.connection.detach(self._subscribe)
         done: Deferred[None] = Deferred()
-        loop = self._loop
-        if loop is None or self._thread is None:
-            done.callback(None)
-            return done
-        thread = self._thread
+        timer: list[Any] = []
 
         def finished() -> None:
-            self.reactor.callFromThread(done.callback, None)
+            for call in timer:
+                if call.active():
+                    call.cancel()
+            if not done.called:
+                done.callback(None)
 
-        async def close() -> None:
+        async def unsubscribe() -> None:
+            subscription, self._subscription, self._client = self._subscription, None, None
             try:
-                if self._nc is not None:
-                    await self._nc.drain()
-            except Exception:  # noqa: BLE001 - closing anyway
+                if subscription is not None:
+                    await subscription.unsubscribe()
+            except Exception:  # noqa: BLE001 - the connection is closing anyway
                 pass
-            loop.stop()
+            self.reactor.callFromThread(finished)
 
-        loop.call_soon_threadsafe(lambda: asyncio.ensure_future(close()))
-
-        def join() -> None:
-            thread.join(5)
+        if self.connection.run(unsubscribe):
+            timer.append(self.reactor.callLater(self.stop_timeout, finished))
+        else:
             finished()
-
-        threading.Thread(target=join, daemon=True).start()
         return done
 
     def _handle(self, subject: str, reply: str, payload: bytes) -> None:
@@ -129,36 +131,28 @@ class NatsCommands:
         def send(result: tuple[int, dict[str, Any]]) -> None:
             status, answer = result
             data = json.dumps({"status": status, **answer}, ensure_ascii=False).encode()
-            if reply and self._loop is not None:
-                self._loop.call_soon_threadsafe(self._publish, reply, data)
+            if reply:
+                self.connection.call(self._publish, reply, data)
 
         d.addCallback(send)
         d.addErrback(lambda f: self.log.failure("NATS command {ft} failed", f, ft=ft))
 
     # -- loop thread ------------------------------------------------------------
     def _publish(self, subject: str, data: bytes) -> None:
-        if self._nc is not None:
-            asyncio.ensure_future(self._nc.publish(subject, data))
+        if self._client is not None:
+            asyncio.ensure_future(self._client.publish(subject, data))
 
-    def _thread_main(self) -> None:
-        assert self._loop is not None
-        asyncio.set_event_loop(self._loop)
-        self._loop.create_task(self._connect())
-        self._loop.run_forever()
-        self._loop.close()
+    async def _subscribe(self, client: Any) -> None:
+        if client is self._client:
+            return
+        self._client = client
 
-    async def _connect(self) -> None:
-        import nats
+        async def on_message(msg: Any) -> None:
+            self.reactor.callFromThread(self._handle, msg.subject, msg.reply, msg.data)
 
-        options = connect_options(self.server, *self._credentials)
         try:
-            self._nc = await nats.connect(**options, connect_timeout=self.connect_timeout)
-
-            async def on_message(msg: Any) -> None:
-                self.reactor.callFromThread(self._handle, msg.subject, msg.reply, msg.data)
-
-            await self._nc.subscribe(f"{self.prefix}.*", queue=self.queue, cb=on_message)
-            await self._nc.flush()
+            self._subscription = await client.subscribe(f"{self.prefix}.*", queue=self.queue, cb=on_message)
+            await client.flush()
         except Exception as e:  # noqa: BLE001 - reported to the reactor
             message = str(e) or type(e).__name__
             self.reactor.callFromThread(self._fail, message)
@@ -166,29 +160,30 @@ class NatsCommands:
         self.reactor.callFromThread(self._ok)
 
     def _ok(self) -> None:
-        if self._started is not None and not self._started.called:
+        if not self._started.called:
             self._started.callback(None)
 
     def _fail(self, message: str) -> None:
-        if self._started is not None and not self._started.called:
-            self._started.errback(
-                RuntimeError(f"NATS commands: cannot connect to {redact_servers(self.server)}: {message}")
-            )
+        text = f"NATS commands: cannot subscribe on {redact_servers(self.server)}: {message}"
+        if not self._started.called:
+            self._started.errback(RuntimeError(text))
+        else:
+            self.log.error("{message}", message=text)
 
 
 class NatsCommandsService(Service):
-    """Starts :class:`NatsCommands` with the proxy and drains it at stop."""
+    """Starts :class:`NatsCommands` with the proxy and unsubscribes it at stop."""
 
     def __init__(self, commands: NatsCommands) -> None:
         self.commands = commands
 
     def startService(self) -> None:
-        """Connect in the background; a failure is logged (the pile side keeps running)."""
+        """Subscribe in the background; a failure is logged (the pile side keeps running)."""
         super().startService()
         d = self.commands.start()
         d.addErrback(lambda f: NatsCommands.log.error("{message}", message=f.getErrorMessage()))
 
     def stopService(self) -> Deferred[None]:
-        """Drain the subscription."""
+        """Unsubscribe."""
         super().stopService()
         return self.commands.stop()

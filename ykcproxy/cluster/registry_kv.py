@@ -31,6 +31,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from ykcproxy.cluster import connect_options
+from ykcproxy.cluster.shared import SharedConnection
 
 __all__ = [
     "BUCKET",
@@ -225,8 +226,15 @@ class KvLink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._kv: Any = None
         self._nc: Any = None
+        #: This link's connection, for the command responders to subscribe on.
+        self.shared = SharedConnection()
         #: Writes in flight per key (loop thread): only a key's latest write is redone.
         self._generation: dict[str, int] = {}
+        #: The revision of this instance's last write of each pile key (loop thread): its
+        #: delete is conditional on it, so it never removes another instance's later entry.
+        self._written: dict[str, int] = {}
+        #: The writes in flight (loop thread), awaited at stop.
+        self._inflight: set[asyncio.Future[None]] = set()
         #: The revisions of the values the watch found at start (reactor thread, until ready).
         self._revisions: dict[str, int] = {}
         self.directory.ttl = ttl
@@ -252,7 +260,7 @@ class KvLink:
     # -- reactor thread ---------------------------------------------------------
     def start(self) -> Deferred[None]:
         """Connect, create the bucket, start the watch; fires when the watch is current."""
-        self._loop = asyncio.new_event_loop()
+        self._loop = self.shared.loop = asyncio.new_event_loop()
         threading.Thread(target=self._thread_main, name="ykcproxy-cluster-kv", daemon=True).start()
         return self.started
 
@@ -312,6 +320,8 @@ class KvLink:
         me = instance_key(self.directory.me)
 
         async def close() -> None:
+            if self._inflight:  # e.g. the deletes of the piles closed at a clean stop
+                await asyncio.wait(set(self._inflight), timeout=STOP_TIMEOUT)
             try:
                 if self._kv is not None:
                     await asyncio.wait_for(self._kv.delete(me), STOP_TIMEOUT)
@@ -390,14 +400,19 @@ class KvLink:
         if self._kv is None:
             return
         self._generation[key] = generation = self._generation.get(key, 0) + 1
-        asyncio.ensure_future(self._write_one(key, value, generation))
+        task = asyncio.ensure_future(self._write_one(key, value, generation))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
 
     async def _write_one(self, key: str, value: bytes | None, generation: int) -> None:
         try:
             if value is None:
-                await self._kv.delete(key)
+                # Only the value this instance wrote last (a pile taken over meanwhile keeps the
+                # other instance's entry; that delete fails and is not redone once the watch shows it).
+                await self._kv.delete(key, last=self._written.get(key))
+                self._written.pop(key, None)
             else:
-                await self._kv.put(key, value)
+                self._written[key] = await self._kv.put(key, value)
         except Exception:  # noqa: BLE001 - redone by the next tick unless written again since
             if self._generation.get(key) == generation:
                 self.reactor.callFromThread(self._failed_keys.add, key)
@@ -417,6 +432,7 @@ class KvLink:
         options = connect_options(self.server, *self._credentials)
         try:
             self._nc = await nats.connect(**options)
+            self.shared.connected(self._nc)
             js = self._nc.jetstream()
             self._kv = await js.create_key_value(bucket=BUCKET, ttl=self.lifetime)
             watcher = await self._kv.watchall()

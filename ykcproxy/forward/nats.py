@@ -48,6 +48,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from ykcproxy.cluster.shared import SharedConnection
 from ykcproxy.forward.base import IBatchPublisher, Message, PublishError
 
 DEFAULT_SUBJECT_PREFIX = "charge.proxy.ykc"
@@ -302,6 +303,8 @@ class NatsPublisher:
         # NATS-thread state (created in the thread).
         self._loop: asyncio.AbstractEventLoop | None = None
         self._nc: NATSClient | None = None
+        #: This publisher's connection, for the command responders to subscribe on.
+        self.shared = SharedConnection()
         self._js: Any = None
         self._up: asyncio.Event | None = None
         self._wakeup: asyncio.Event | None = None
@@ -339,7 +342,7 @@ class NatsPublisher:
             loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
         else:
             loop = asyncio.new_event_loop()
-        self._loop = loop
+        self._loop = self.shared.loop = loop
         self._state = "running"
         d: Deferred[None] = Deferred()
         self._start_d = d
@@ -654,6 +657,7 @@ class NatsPublisher:
             self._wakeup.set()  # the backlog held until now can go
             self._call_in_reactor(self._start_succeeded)
         if first:
+            self.shared.connected(nc)
             self._log_from_thread("info", "connected to NATS {server}", server=self._connected_server)
         else:
             self._stats["reconnects"] += 1
