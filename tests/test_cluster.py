@@ -66,6 +66,17 @@ class DirectoryUpdates(TestCase):
         d.update("pile.32010200000002", PileEntry("32010200000002", "a", "10.0.0.1:5", 1.0).encode())
         self.assertEqual(d.holder("32010200000002"), "a")
 
+    def test_each_instance_is_waited_for_as_long_as_its_heartbeat_says(self) -> None:
+        d = Directory("a", on_moved=lambda pile, since: None, ttl=15.0)
+        d.update(instance_key("b"), InstanceBeat("b", 0, 100.0, ttl=60.0).encode(), now=100.0)
+        d.update(instance_key("c"), InstanceBeat("c", 0, 100.0, ttl=5.0).encode(), now=100.0)
+        d.update(instance_key("old"), b'{"instance": "old", "piles": 0, "at": 100.0}', now=100.0)
+        self.assertEqual(d.expire(106.0), ["c"])
+        self.assertEqual(d.expire(116.0), ["old"])  # a heartbeat without a TTL: this instance's
+        self.assertEqual(d.expire(159.0), [])
+        self.assertEqual(d.expire(161.0), ["b"])
+        self.assertIsNone(InstanceBeat.decode(b'{"instance": "x", "piles": 0, "at": 1, "ttl": -3}').ttl)
+
 
 class FakeLoop:
     """Stands for the NATS thread's asyncio loop: records the writes handed to it."""

@@ -9,7 +9,7 @@ from twisted.trial.unittest import TestCase
 from ykcproxy.collector import CollectorPolicy
 from ykcproxy.forward.service import PeriodicService
 from ykcproxy.options import default_config
-from ykcproxy.service import ProxyService
+from ykcproxy.service import Options, ProxyService
 
 
 class Policy(TestCase):
@@ -39,3 +39,12 @@ class Policy(TestCase):
         self.assertEqual(default_config().gc_freeze_interval, 300.0)
         self.assertIn("collector freeze", named(default_config(data_dir="")))
         self.assertNotIn("collector freeze", named(default_config(data_dir="", gc_freeze_interval=0)))
+
+    def test_0_is_accepted_where_users_write_it(self) -> None:
+        for argv, environ in ((["--gcFreezeInterval", "0"], {}), ([], {"YKCPROXY_GCFREEZEINTERVAL": "0"})):
+            options = Options(environ=environ)
+            options.parseOptions(argv)
+            self.assertEqual(options.config.gc_freeze_interval, 0.0)
+        with self.assertRaises(Exception) as caught:
+            Options(environ={}).parseOptions(["--gcFreezeInterval", "-1"])
+        self.assertIn("--gcFreezeInterval", str(caught.exception))

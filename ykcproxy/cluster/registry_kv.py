@@ -91,21 +91,27 @@ class PileEntry:
 
 @attrs.frozen
 class InstanceBeat:
-    """An instance's heartbeat: its name, how many piles it holds, when it last refreshed."""
+    """An instance's heartbeat: its name, how many piles it holds, when it last refreshed,
+    and its ``--clusterTtl`` (how long the others wait for its next one; None: theirs)."""
 
     instance: str
     piles: int
     at: float
+    ttl: float | None = None
 
     def encode(self) -> bytes:
         """The bucket value."""
-        return json.dumps({"instance": self.instance, "piles": self.piles, "at": self.at}).encode()
+        value: dict[str, object] = {"instance": self.instance, "piles": self.piles, "at": self.at}
+        if self.ttl is not None:
+            value["ttl"] = self.ttl
+        return json.dumps(value).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> InstanceBeat:
         """The heartbeat of a bucket value."""
         d = json.loads(data)
-        return cls(str(d["instance"]), int(d["piles"]), float(d["at"]))
+        ttl = float(d.get("ttl") or 0)
+        return cls(str(d["instance"]), int(d["piles"]), float(d["at"]), ttl if ttl > 0 else None)
 
 
 @attrs.define
@@ -158,13 +164,18 @@ class Directory:
         except (ValueError, KeyError, TypeError):
             Logger().warn("cluster: ignoring a malformed entry {key}", key=key)
 
+    def _ttl_of(self, instance: str) -> float:
+        beat = self.instances.get(instance)
+        return beat.ttl if beat is not None and beat.ttl is not None else self.ttl
+
     def _drop(self, instance: str) -> None:
         self.instances.pop(instance, None)
         self.heard.pop(instance, None)
 
     def expire(self, now: float) -> list[str]:
-        """Drop the instances not heard from for ``ttl`` seconds; returns their names."""
-        gone = [k for k, at in self.heard.items() if k != self.me and now - at > self.ttl]
+        """Drop the instances not heard from for their TTL (their heartbeat's, else ``ttl``)
+        seconds; returns their names."""
+        gone = [k for k, at in self.heard.items() if k != self.me and now - at > self._ttl_of(k)]
         for name in gone:
             self._drop(name)
         return gone
@@ -306,7 +317,7 @@ class KvLink:
     def beat(self, now: float) -> None:
         """Write this instance's heartbeat."""
         count = sum(1 for e in self.directory.piles.values() if e.instance == self.directory.me)
-        beat = InstanceBeat(self.directory.me, count, now)
+        beat = InstanceBeat(self.directory.me, count, now, self.ttl)
         self._submit(instance_key(self.directory.me), beat.encode())
 
     def stop(self) -> None:

@@ -474,7 +474,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "gcFreezeInterval",
-        Seconds(),
+        Seconds(zero_ok=True),
         300.0,
         "Seconds between moves of the objects alive (piles' sessions, connections, orders) out of "
         "the garbage collector's reach, so that its full collections do not stall the piles; every "
