@@ -66,6 +66,23 @@ class DirectoryUpdates(TestCase):
         d.update("pile.32010200000002", PileEntry("32010200000002", "a", "10.0.0.1:5", 1.0).encode())
         self.assertEqual(d.holder("32010200000002"), "a")
 
+    def test_the_entries_of_an_instance_gone_for_the_bucket_ttl_are_forgotten(self) -> None:
+        d = Directory("a", on_moved=lambda pile, since: None, ttl=15.0, lifetime=3600.0)
+        d.update(instance_key("b"), InstanceBeat("b", 1, 100.0).encode(), now=100.0)
+        d.update(instance_key("c"), InstanceBeat("c", 1, 100.0).encode(), now=100.0)
+        d.update("pile." + PILE, PileEntry(PILE, "b", "10.0.0.2:5", 90.0).encode(), now=100.0)
+        other = "32010200000002"
+        d.update("pile." + other, PileEntry(other, "c", "10.0.0.3:5", 90.0).encode(), now=100.0)
+        self.assertEqual(d.expire(116.0), ["b", "c"])
+        d.update(instance_key("c"), InstanceBeat("c", 1, 200.0).encode(), now=200.0)  # c came back
+        for now in range(216, 3717, 500):
+            d.update(instance_key("c"), InstanceBeat("c", 1, now).encode(), now=now)
+            d.expire(now)
+        self.assertIn(PILE, d.piles, "kept for the bucket's TTL")
+        d.expire(3717.0)
+        self.assertEqual(set(d.piles), {other})
+        self.assertEqual(d.dropped, {})
+
     def test_each_instance_is_waited_for_as_long_as_its_heartbeat_says(self) -> None:
         d = Directory("a", on_moved=lambda pile, since: None, ttl=15.0)
         d.update(instance_key("b"), InstanceBeat("b", 0, 100.0, ttl=60.0).encode(), now=100.0)

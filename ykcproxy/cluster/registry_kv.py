@@ -136,6 +136,11 @@ class Directory:
     instances: dict[str, InstanceBeat] = attrs.Factory(dict)
     #: When each instance's heartbeat was last heard (this instance's clock).
     heard: dict[str, float] = attrs.Factory(dict)
+    #: Seconds the entries of an instance that dropped out are kept (the bucket's TTL: it
+    #: has forgotten them by then too, and its expiry tells no watch).
+    lifetime: float = float("inf")
+    #: When each instance that dropped out did (this instance's clock).
+    dropped: dict[str, float] = attrs.Factory(dict)
 
     def update(self, key: str, value: bytes | None, now: float = 0.0, initial: bool = False) -> None:
         """A watch update: ``value`` None when the key was deleted.
@@ -156,10 +161,11 @@ class Directory:
             elif kind == "instance":
                 if value is None:
                     for gone in [k for k in self.instances if instance_key(k) == key]:
-                        self._drop(gone)
+                        self._drop(gone, now)
                     return
                 beat = InstanceBeat.decode(value)
                 self.instances[beat.instance] = beat
+                self.dropped.pop(beat.instance, None)
                 self.heard[beat.instance] = min(now, beat.at) if initial else now
         except (ValueError, KeyError, TypeError):
             Logger().warn("cluster: ignoring a malformed entry {key}", key=key)
@@ -168,16 +174,22 @@ class Directory:
         beat = self.instances.get(instance)
         return beat.ttl if beat is not None and beat.ttl is not None else self.ttl
 
-    def _drop(self, instance: str) -> None:
+    def _drop(self, instance: str, now: float) -> None:
         self.instances.pop(instance, None)
         self.heard.pop(instance, None)
+        self.dropped[instance] = now
 
     def expire(self, now: float) -> list[str]:
         """Drop the instances not heard from for their TTL (their heartbeat's, else ``ttl``)
         seconds; returns their names."""
         gone = [k for k, at in self.heard.items() if k != self.me and now - at > self._ttl_of(k)]
         for name in gone:
-            self._drop(name)
+            self._drop(name, now)
+        forgotten = [k for k, at in self.dropped.items() if now - at > self.lifetime]
+        for name in forgotten:
+            del self.dropped[name]
+            for pile_id in [p for p, e in self.piles.items() if e.instance == name]:
+                del self.piles[pile_id]
         return gone
 
     def live(self, instance: str) -> bool:
@@ -250,7 +262,7 @@ class KvLink:
         self._revisions: dict[str, int] = {}
         self.directory.ttl = ttl
         #: The bucket's TTL: the pile entries are rewritten every third of it.
-        self.lifetime = max(ENTRY_LIFETIME, 3 * ttl)
+        self.lifetime = self.directory.lifetime = max(ENTRY_LIFETIME, 3 * ttl)
         self._refresh = LoopingCall(self.refresh)
         self._refresh.clock = reactor
         self.tick = min(REFRESH_TICK, ttl / 3)
