@@ -261,6 +261,35 @@ class Deletes(TestCase):
         self.assertEqual(a.cluster.directory.holder(PILE), "b")
 
 
+class FramesAcrossInstances(TestCase):
+    timeout = 40
+
+    @inlineCallbacks
+    def test_the_frames_of_a_pile_held_elsewhere_are_the_holders(self) -> Any:
+        _, a, b = yield two_instances(self)
+        link = yield login(self, b, PILE)
+        link.send(0x03, example(0x03, PILE))
+        yield link.expect(0x04)
+        yield until(lambda: a.cluster.directory.holder(PILE) == "b")
+        here = yield call(b, "GET", f"/piles/{PILE}/frames")
+        self.assertEqual(here.code, 200, here.body)
+        there = yield call(a, "GET", f"/piles/{PILE}/frames")
+        self.assertEqual((there.code, there.body), (200, here.body))
+        self.assertEqual([f["code"] for f in there.body["frames"]], ["01", "02", "03", "04"])
+        last = yield call(a, "GET", f"/piles/{PILE}/frames?limit=1")
+        self.assertEqual(last.body["frames"], here.body["frames"][-1:])
+        bad = yield call(a, "GET", f"/piles/{PILE}/frames?limit=0")
+        self.assertEqual(bad.code, 400, bad.body)
+        missing = yield call(a, "GET", "/piles/32010200000009/frames")
+        self.assertEqual(missing.code, 404, missing.body)
+        # A holder that does not answer (gone without a word, still in the directory): a 503.
+        a.cluster.directory.instances["gone"] = InstanceBeat("gone", 0, 0.0)
+        a.cluster.directory.piles["32010200000009"] = PileEntry("32010200000009", "gone", "10.0.0.9:5", 1.0)
+        silent = yield call(a, "GET", "/piles/32010200000009/frames")
+        self.assertEqual(silent.code, 503, silent.body)
+        self.assertIn("gone", silent.body["message"])
+
+
 class SessionsAcrossInstances(TestCase):
     timeout = 40
 

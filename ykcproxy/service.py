@@ -429,7 +429,8 @@ class ProxyService(MultiService):
             from ykcproxy.api.session_handlers import SessionHandlers
             from ykcproxy.cluster.commands import NatsCommands, NatsCommandsService
             from ykcproxy.cluster.registry_kv import route_prefix
-            from ykcproxy.cluster.service import SESSION_LIST, SESSION_LOOKUP
+            from ykcproxy.cluster.service import FRAMES_LOOKUP, SESSION_LIST, SESSION_LOOKUP
+            from ykcproxy.console.handlers import ConsoleHandlers
 
             self.api.cluster_view = self.cluster.view
             self.api.cluster_piles = self.cluster.other_piles
@@ -452,6 +453,11 @@ class ProxyService(MultiService):
             sessions.elsewhere_list = self.cluster.list_sessions
             self.cluster.local_list = sessions.local_list
             routed.lookups[SESSION_LIST] = self.cluster.answer_session_list
+            # GET /piles/<id>/frames of a pile held elsewhere: the holder's frames.
+            frames = self.api.handler(ConsoleHandlers)
+            frames.elsewhere_frames = self.cluster.frames_elsewhere
+            self.cluster.local_frames = frames.local_frames
+            routed.lookups[FRAMES_LOOKUP] = self.cluster.answer_frames
             self.routed_commands = NatsCommandsService(routed)
             self.routed_commands.setServiceParent(self)
         connection = self.cluster.link.shared if self.cluster is not None else None

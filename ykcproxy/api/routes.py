@@ -316,11 +316,14 @@ ROUTES: tuple[Route, ...] = (
         "/piles/<pile_id>/frames",
         "pile_frames",
         "pile_frames",
-        "the pile's last frames (--frameHistory of them), both ways, decoded, with their bytes",
+        "the pile's last frames (--frameHistory of them), both ways, decoded, with their bytes; "
+        "in cluster mode, those of the instance holding the pile",
         {
             200: Reply("the frames, oldest first", schemas.FRAMES),
             400: Reply("bad limit"),
             404: Reply("no frames of this pile are kept, or the history is off"),
+            502: Reply("cluster mode: the holding instance's answer is larger than NATS carries"),
+            503: Reply("cluster mode: the instance holding the pile did not answer within 2 s"),
         },
         params=(_PILE_ID, _LIMIT),
     ),

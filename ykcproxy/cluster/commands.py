@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from ykcproxy.api.commands import CommandRunner
 from ykcproxy.cluster import redact_servers
 from ykcproxy.cluster.shared import SharedConnection
+from ykcproxy.jsonenc import dumps
 
 __all__ = ["NatsCommands", "NatsCommandsService", "decode_request"]
 
@@ -130,7 +131,7 @@ class NatsCommands:
 
         def send(result: tuple[int, dict[str, Any]]) -> None:
             status, answer = result
-            data = json.dumps({"status": status, **answer}, ensure_ascii=False).encode()
+            data = dumps({"status": status, **answer})
             if reply:
                 self.connection.call(self._publish, reply, data)
 
@@ -139,8 +140,17 @@ class NatsCommands:
 
     # -- loop thread ------------------------------------------------------------
     def _publish(self, subject: str, data: bytes) -> None:
-        if self._client is not None:
-            asyncio.ensure_future(self._client.publish(subject, data))
+        client = self._client
+        if client is None:
+            return
+        limit = getattr(client, "max_payload", 0)
+        if limit and len(data) > limit:
+            message = (
+                f"the answer ({len(data)} bytes) is larger than the NATS server's max_payload "
+                f"({limit} bytes): ask for less (e.g. a smaller limit)"
+            )
+            data = dumps({"status": 502, "message": message})
+        asyncio.ensure_future(client.publish(subject, data))
 
     async def _subscribe(self, client: Any) -> None:
         if client is self._client:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, succeed
 from twisted.logger import Logger
 
 from ykcproxy.cluster import redact_servers
@@ -17,7 +17,14 @@ from ykcproxy.pile.registry import MOVED
 from ykcproxy.pile.server import PileServerFactory
 from ykcproxy.pile.session import PileSession
 
-__all__ = ["ROUTE_GRACE", "SESSION_LIST", "SESSION_LOOKUP", "SESSION_TIMEOUT", "ClusterService"]
+__all__ = [
+    "FRAMES_LOOKUP",
+    "ROUTE_GRACE",
+    "SESSION_LIST",
+    "SESSION_LOOKUP",
+    "SESSION_TIMEOUT",
+    "ClusterService",
+]
 
 #: Seconds beyond a command's wait the holding instance may take to answer (else 503).
 ROUTE_GRACE = 5.0
@@ -31,6 +38,10 @@ SESSION_LIST = "sessions-list"
 
 #: Seconds each instance has to answer a session lookup (no answer counts as "not here").
 SESSION_TIMEOUT = 2.0
+
+#: The request asking the holding instance for a pile's frame history:
+#: ``ykcproxy.route.<hex instance>.frames``, payload ``{"id": <pile>, "limit": <n or null>}``.
+FRAMES_LOOKUP = "frames"
 
 log = Logger()
 
@@ -55,6 +66,8 @@ class ClusterService(Service):
         self.local_session: Callable[[str], Deferred[dict[str, Any] | None]] | None = None
         #: This instance's page of a ``GET /sessions`` query (its arguments), set with the REST API.
         self.local_list: Callable[[dict[str, str]], Deferred[dict[str, Any]]] | None = None
+        #: This instance's frames of a pile (id, limit) -> ``(status, answer)``, set with the console.
+        self.local_frames: Callable[[str, int | None], tuple[int, dict[str, Any]]] | None = None
         registry = piles.registry
         online, offline = registry.on_online, registry.on_offline
 
@@ -213,6 +226,45 @@ class ClusterService(Service):
         except ValueError as e:
             return 400, {"message": str(e)}
         return 200, found
+
+    def frames_elsewhere(
+        self, pile_id: str, limit: int | None
+    ) -> Deferred[tuple[int, dict[str, Any]]] | None:
+        """Ask the instance holding ``pile_id`` for its frames; None if no other instance holds it.
+
+        Fires with ``(status, answer)`` as ``GET /piles/<id>/frames`` gives them there, or a 503
+        when the holder does not answer within :data:`SESSION_TIMEOUT`.
+        """
+        holder = self.directory.holder(pile_id)
+        if holder is None or holder == self.me:
+            return None
+        payload = json.dumps({"id": pile_id, "limit": limit}).encode()
+        d = self.link.request(f"{route_prefix(holder)}.{FRAMES_LOOKUP}", payload, SESSION_TIMEOUT)
+
+        def got(data: bytes) -> tuple[int, dict[str, Any]]:
+            answer = json.loads(data)
+            return int(answer.pop("status")), answer
+
+        def failed(failure: Any) -> tuple[int, dict[str, Any]]:
+            why = failure.getErrorMessage()
+            return 503, {"message": f"instance {holder} holding pile {pile_id} did not answer: {why}"}
+
+        return d.addCallback(got).addErrback(failed)
+
+    def answer_frames(self, payload: bytes) -> Deferred[tuple[int, dict[str, Any]]]:
+        """Another instance's ``frames`` request: this instance's answer for the pile."""
+        try:
+            asked = json.loads(payload)
+            pile_id, limit = str(asked["id"]), asked.get("limit")
+            if limit is not None and (not isinstance(limit, int) or limit < 1):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            return succeed(
+                (400, {"message": 'body: must be {"id": <pile>, "limit": <positive integer or null>}'})
+            )
+        if self.local_frames is None:
+            return succeed((404, {"message": "the frame history is off (--frameHistory 0)"}))
+        return succeed(self.local_frames(pile_id, limit))
 
     def other_piles(self) -> list[dict[str, Any]]:
         """The piles other instances hold, as ``GET /piles`` shows them."""
