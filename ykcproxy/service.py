@@ -191,6 +191,29 @@ def build_console(config: ProxyConfig, reactor: Any) -> Console:
     return Console(history, hub)
 
 
+def build_remote_watches(console: Console, cluster: Any, reactor: Any) -> Any:
+    """Cluster mode: the console's watched piles relayed from (and streamed to) other instances."""
+    from ykcproxy.cluster.watch import RemoteWatches
+
+    history, hub = console.history, console.hub
+    watches = RemoteWatches(
+        reactor,
+        cluster.directory,
+        cluster.link,
+        history.watch,
+        lambda pile_id, event: hub.publish("frame", event, pile_id),
+    )
+    hub.on_watch = watches.local_watch
+
+    def stream(pile_id: str, entry: Entry) -> None:
+        event = {"id": pile_id, **history.describe(entry)}
+        hub.publish("frame", event, pile_id)
+        watches.frame(pile_id, event)
+
+    history.on_entry = stream
+    return watches
+
+
 def build_sessions(
     config: ProxyConfig,
     reactor: Any,
@@ -430,6 +453,7 @@ class ProxyService(MultiService):
             from ykcproxy.cluster.commands import NatsCommands, NatsCommandsService
             from ykcproxy.cluster.registry_kv import route_prefix
             from ykcproxy.cluster.service import FRAMES_LOOKUP, SESSION_LIST, SESSION_LOOKUP
+            from ykcproxy.cluster.watch import WATCH_REQUEST
             from ykcproxy.console.handlers import ConsoleHandlers
 
             self.api.cluster_view = self.cluster.view
@@ -458,6 +482,9 @@ class ProxyService(MultiService):
             frames.elsewhere_frames = self.cluster.frames_elsewhere
             self.cluster.local_frames = frames.local_frames
             routed.lookups[FRAMES_LOOKUP] = self.cluster.answer_frames
+            # A console here watching a pile held elsewhere: its frames relayed from the holder.
+            self.cluster.watches = build_remote_watches(self.console, self.cluster, reactor)
+            routed.lookups[WATCH_REQUEST] = self.cluster.watches.answer_watch
             self.routed_commands = NatsCommandsService(routed)
             self.routed_commands.setServiceParent(self)
         connection = self.cluster.link.shared if self.cluster is not None else None

@@ -68,6 +68,9 @@ class ClusterService(Service):
         self.local_list: Callable[[dict[str, str]], Deferred[dict[str, Any]]] | None = None
         #: This instance's frames of a pile (id, limit) -> ``(status, answer)``, set with the console.
         self.local_frames: Callable[[str, int | None], tuple[int, dict[str, Any]]] | None = None
+        #: The piles watched across instances (:class:`~ykcproxy.cluster.watch.RemoteWatches`),
+        #: set with the console; started and stopped with this service.
+        self.watches: Any = None
         registry = piles.registry
         online, offline = registry.on_online, registry.on_offline
 
@@ -292,8 +295,12 @@ class ClusterService(Service):
             server=redact_servers(self.link.server),
         )
         self.link.start().addErrback(lambda f: None)
+        if self.watches is not None:
+            self.watches.start()
 
     def stopService(self) -> None:
         """Stop refreshing (the entries expire after the TTL or are taken over)."""
         super().stopService()
+        if self.watches is not None:
+            self.watches.stop()
         self.link.stop()
