@@ -117,15 +117,26 @@ class ClusterService(Service):
         payload = dict(body) if isinstance(body, dict) else body
         if wait is not None and isinstance(payload, dict):
             payload["wait"] = wait
-        try:
-            data = yield self.link.request(
-                f"{route_prefix(holder)}.{ft}", json.dumps(payload).encode(), (wait or 0) + ROUTE_GRACE
-            )
-        except RuntimeError as e:
-            return 503, {"message": f"instance {holder} holding pile {pile_id} did not answer: {e}"}
-        answer = json.loads(data)
-        status = int(answer.pop("status"))
-        return status, answer
+        answer = yield self._ask_holder(holder, pile_id, ft, payload, (wait or 0) + ROUTE_GRACE)
+        return answer
+
+    def _ask_holder(
+        self, holder: str, pile_id: str, name: str, payload: Any, timeout: float
+    ) -> Deferred[tuple[int, dict[str, Any]]]:
+        """A request on ``holder``'s route subject ``name``: its ``(status, answer)``, or a 503
+        when it does not answer within ``timeout``."""
+        d = self.link.request(f"{route_prefix(holder)}.{name}", json.dumps(payload).encode(), timeout)
+
+        def got(data: bytes) -> tuple[int, dict[str, Any]]:
+            answer = json.loads(data)
+            return int(answer.pop("status")), answer
+
+        def failed(failure: Any) -> tuple[int, dict[str, Any]]:
+            failure.trap(RuntimeError)
+            why = failure.getErrorMessage()
+            return 503, {"message": f"instance {holder} holding pile {pile_id} did not answer: {why}"}
+
+        return d.addCallbacks(got, failed)
 
     def find_session(self, trade_seq: str) -> Deferred[dict[str, Any] | None]:
         """Ask every other live instance for an order: the first that has it wins, else None.
@@ -241,18 +252,9 @@ class ClusterService(Service):
         holder = self.directory.holder(pile_id)
         if holder is None or holder == self.me:
             return None
-        payload = json.dumps({"id": pile_id, "limit": limit}).encode()
-        d = self.link.request(f"{route_prefix(holder)}.{FRAMES_LOOKUP}", payload, SESSION_TIMEOUT)
-
-        def got(data: bytes) -> tuple[int, dict[str, Any]]:
-            answer = json.loads(data)
-            return int(answer.pop("status")), answer
-
-        def failed(failure: Any) -> tuple[int, dict[str, Any]]:
-            why = failure.getErrorMessage()
-            return 503, {"message": f"instance {holder} holding pile {pile_id} did not answer: {why}"}
-
-        return d.addCallback(got).addErrback(failed)
+        return self._ask_holder(
+            holder, pile_id, FRAMES_LOOKUP, {"id": pile_id, "limit": limit}, SESSION_TIMEOUT
+        )
 
     def answer_frames(self, payload: bytes) -> Deferred[tuple[int, dict[str, Any]]]:
         """Another instance's ``frames`` request: this instance's answer for the pile."""

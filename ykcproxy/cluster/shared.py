@@ -77,6 +77,14 @@ class SharedConnection:
             except RuntimeError:  # closed
                 pass
 
+    def publish(self, subject: str, data: bytes) -> None:
+        """Publish on the current client (reactor thread); nothing without one."""
+        self.call(self._publish, subject, data)
+
+    def _publish(self, subject: str, data: bytes) -> None:
+        if self.client is not None:
+            asyncio.ensure_future(self.client.publish(subject, data))
+
     def _offer(self, subscriber: Subscriber) -> None:
         if self.client is not None and subscriber in self._subscribers:
             asyncio.ensure_future(subscriber(self.client))

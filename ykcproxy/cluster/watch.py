@@ -12,7 +12,6 @@ wants it, and stops by itself when no request renewed it in time.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -145,12 +144,7 @@ class RemoteWatches:
     def frame(self, pile_id: str, event: dict[str, Any]) -> None:
         """A frame event of a streamed pile: published for the instances that asked for it."""
         if pile_id in self.remote:
-            self.shared.call(self._publish, frame_subject(pile_id), dumps(event))
-
-    def _publish(self, subject: str, data: bytes) -> None:  # loop thread
-        client = self.shared.client
-        if client is not None:
-            asyncio.ensure_future(client.publish(subject, data))
+            self.shared.publish(frame_subject(pile_id), dumps(event))
 
     # -- the watching side ---------------------------------------------------------------
     def _ask(self, pile_id: str) -> None:
